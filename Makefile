@@ -1,0 +1,58 @@
+# Two commands on a fresh machine: `make book` and `make test`. Each creates .venv on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Jupyter Book and nbval run notebooks on the data in force: $$FKP_DATA_DIR, ./data, else synthetic.
+export PYTHONHASHSEED := 0
+export TF_CPP_MIN_LOG_LEVEL := 2
+export MPLBACKEND := Agg
+
+.PHONY: all venv book test unit notebooks book-check bench lint format clean clean-cache
+
+all: test
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## make book: execute every notebook (full profile on real data) and write _build/html/
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build --all --warningiserror --nitpick --keep-going .
+	@echo "Open _build/html/index.html"
+
+## make test: unit tests, every notebook under nbval (quick profile), and a warning-free book build
+test: unit notebooks book-check
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests
+
+notebooks: $(STAMP)
+	FKP_PROFILE=quick $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+
+book-check: $(STAMP)
+	rm -rf _build/check
+	FKP_PROFILE=quick $(VENV)/bin/jupyter-book build --all --warningiserror --nitpick \
+		--path-output _build/check .
+
+## make bench: speed figures as `name: value` lines (not part of the tests)
+bench: $(STAMP)
+	@for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf _build
+
+clean-cache:
+	rm -rf $${FKP_CACHE_DIR:-$$HOME/.cache/fkp}

@@ -1,0 +1,148 @@
+"""The ``fkp`` command: data, training, submissions and predictions on photos.
+
+    fkp data download [--data-dir DIR]       get Kaggle's files (Kaggle's own CLI/package)
+    fkp data info [--data-dir DIR]           which data is in force, counts, missing labels
+    fkp train --data-dir DIR --profile full --out DIR
+    fkp submit --model DIR/model.keras --data-dir DIR --out submission.csv
+    fkp score SUBMISSION SOLUTION            Kaggle's RMSE of a submission against answers
+    fkp predict PHOTO --model model.keras --out annotated.png
+
+Errors about the user's input print one clear line and exit non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _silence_tf() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _cmd_data_download(args: argparse.Namespace) -> int:
+    from fkp_helpers import data
+
+    return data.download(args.data_dir)
+
+
+def _cmd_data_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fkp_helpers import data
+
+    d = data.data_dir(args.data_dir)
+    train = data.load_training(d)
+    test = data.load_test(d)
+    complete = int((~np.isnan(train.keypoints).any(axis=1)).sum())
+    print(f"data directory: {d} ({train.source})")
+    print(f"training: {len(train)} faces, {complete} with all 15 keypoints ({train.path.name})")
+    print(f"test: {len(test)} faces ({test.path.name})")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    _silence_tf()
+    from fkp_helpers import train
+
+    metrics = train.train_cli(
+        data_dir=args.data_dir, profile=args.profile, out=args.out, seed=args.seed
+    )
+    print(json.dumps({k: metrics[k] for k in ("val_rmse", "baseline_val_rmse", "train_seconds")}))
+    return 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    _silence_tf()
+    from fkp_helpers import train
+
+    train.submit_cli(
+        model_path=args.model, data_dir=args.data_dir, out=args.out, flip_average=args.flip
+    )
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from fkp_helpers import evaluate
+
+    score = evaluate.score_submission_files(args.submission, args.solution)
+    print(f"RMSE: {score:.4f}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    _silence_tf()
+    from fkp_helpers import photo
+
+    faces = photo.predict_cli(args.photo, model_path=args.model, out=args.out)
+    print(json.dumps(faces, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fkp", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pd_ = sub.add_parser("data", help="get or inspect the data")
+    dsub = pd_.add_subparsers(dest="data_command", required=True)
+    d1 = dsub.add_parser("download", help="download Kaggle's files (or print how to)")
+    d1.add_argument(
+        "--data-dir", default=None, help="target directory (default $FKP_DATA_DIR or ./data)"
+    )
+    d1.set_defaults(func=_cmd_data_download)
+    d2 = dsub.add_parser("info", help="which data is in force, with counts")
+    d2.add_argument("--data-dir", default=None)
+    d2.set_defaults(func=_cmd_data_info)
+
+    t = sub.add_parser("train", help="train the keypoint model")
+    t.add_argument("--data-dir", default=None)
+    t.add_argument("--profile", default="full", choices=["quick", "compare", "full"])
+    t.add_argument(
+        "--out", required=True, help="output directory for model.keras, history, metrics.json"
+    )
+    t.add_argument("--seed", type=int, default=None)
+    t.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("submit", help="predict the test set and write Kaggle's submission")
+    s.add_argument("--model", required=True, help="path to model.keras")
+    s.add_argument("--data-dir", default=None)
+    s.add_argument("--out", default="submission.csv")
+    s.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average with the mirrored face's prediction (default: what the training run chose)",
+    )
+    s.set_defaults(func=_cmd_submit)
+
+    sc = sub.add_parser("score", help="score a submission against a solution file (RowId,Location)")
+    sc.add_argument("submission")
+    sc.add_argument("solution")
+    sc.set_defaults(func=_cmd_score)
+
+    pr = sub.add_parser("predict", help="find faces in a photo and draw their keypoints")
+    pr.add_argument("photo")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--out", default=None, help="annotated PNG to write")
+    pr.set_defaults(func=_cmd_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from fkp_helpers.data import FKPDataError
+
+    try:
+        return int(args.func(args) or 0)
+    except (FKPDataError, FileNotFoundError, ValueError) as e:
+        print(f"fkp: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fkp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
