@@ -1,0 +1,446 @@
+"""Pictures of faces and keypoints (chapter 2), used by every chapter.
+
+Images are uint8 ``(N, 96, 96)`` grey levels 0-255 (float32 in [0, 1] works too); keypoints are
+float ``(N, 30)`` or ``(30,)`` in pixels of the 96x96 frame, Kaggle's column order, NaN where
+missing. Pixel centres sit at integer coordinates, so a face is drawn with ``imshow`` over
+``[-0.5, 95.5]`` and a keypoint at ``(x, y)`` lands on the centre of pixel ``(row y, column x)``.
+
+Colours say the side of the face: the subject's left (which appears on the image's right), the
+subject's right, and the centre line. Every function returns a matplotlib Figure (or draws on the
+Axes it is given) and never calls ``plt.show``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from fkp_helpers.data import IMAGE_SIZE, KEYPOINT_COLUMNS, KEYPOINT_NAMES, N_KEYPOINTS
+
+
+def keypoint_side(name: str) -> str:
+    """``"left"``, ``"right"`` or ``"centre"``: which side of the face a keypoint is on.
+
+    Left and right are the subject's: ``left_eye_center`` is on the image's right.
+    """
+    if "left" in name:
+        return "left"
+    if "right" in name:
+        return "right"
+    return "centre"
+
+
+KEYPOINT_SIDES: tuple[str, ...] = tuple(keypoint_side(n) for n in KEYPOINT_NAMES)
+"""The side of each of the 15 keypoints, in Kaggle's order."""
+
+SIDE_COLOURS: dict[str, str] = {"left": "#e69f00", "right": "#56b4e9", "centre": "#f0e442"}
+"""Orange, sky blue and yellow (Okabe-Ito): distinct for colour-blind readers and on grey faces."""
+
+SIDE_LABELS: dict[str, str] = {
+    "left": "subject's left",
+    "right": "subject's right",
+    "centre": "centre line",
+}
+
+STYLES: dict[str, dict] = {
+    "label": dict(marker="o", s=22, edgecolors="black", linewidths=0.6),
+    "prediction": dict(marker="x", s=30, linewidths=1.6),
+    "small": dict(marker="o", s=6, edgecolors="none"),
+}
+"""Marker styles for :func:`draw_keypoints`: labels are dots, predictions crosses."""
+
+
+def _as_points(keypoints: np.ndarray) -> np.ndarray:
+    kp = np.asarray(keypoints, dtype=np.float64)
+    if kp.shape[-1] != 2 * N_KEYPOINTS:
+        raise ValueError(f"keypoints must end in {2 * N_KEYPOINTS} values, got shape {kp.shape}")
+    return kp.reshape(*kp.shape[:-1], N_KEYPOINTS, 2)
+
+
+def _show_image(ax: Axes, image: np.ndarray) -> None:
+    ax.imshow(
+        np.asarray(image).reshape(IMAGE_SIZE, IMAGE_SIZE),
+        cmap="gray",
+        vmin=0,
+        vmax=255 if np.asarray(image).dtype == np.uint8 else 1,
+        extent=(-0.5, IMAGE_SIZE - 0.5, IMAGE_SIZE - 0.5, -0.5),
+        interpolation="nearest",
+    )
+    ax.set_axis_off()
+
+
+def draw_keypoints(
+    ax: Axes,
+    keypoints: np.ndarray,
+    style: str = "label",
+    label: bool = True,
+    names: bool = False,
+    fontsize: float = 7,
+) -> list:
+    """Draw one face's 15 keypoints (30 values, pixels) on ``ax``; missing (NaN) ones are skipped.
+
+    style: a key of :data:`STYLES` (``"label"`` dots, ``"prediction"`` crosses, ``"small"``).
+    label: give the artists legend labels (``"subject's left"`` etc.; with ``style="prediction"``
+    the label says so). names: write each keypoint's name beside it.
+    Returns the scatter artists, one per side that has a visible point.
+    """
+    pts = _as_points(keypoints).reshape(N_KEYPOINTS, 2)
+    sides = np.array(KEYPOINT_SIDES)
+    artists = []
+    for side in ("left", "right", "centre"):
+        sel = (sides == side) & np.isfinite(pts).all(axis=1)
+        if not sel.any():
+            continue
+        text = SIDE_LABELS[side] + (" (prediction)" if style == "prediction" else "")
+        artists.append(
+            ax.scatter(
+                pts[sel, 0],
+                pts[sel, 1],
+                color=SIDE_COLOURS[side],
+                label=text if label else None,
+                zorder=3,
+                **STYLES[style],
+            )
+        )
+    if names:
+        for k in np.flatnonzero(np.isfinite(pts).all(axis=1)):
+            x, y = pts[k]
+            ha = "left" if x >= IMAGE_SIZE / 2 else "right"
+            dx = 2.0 if ha == "left" else -2.0
+            ax.annotate(
+                KEYPOINT_NAMES[k],
+                (x, y),
+                xytext=(x + dx, y),
+                ha=ha,
+                va="center",
+                fontsize=fontsize,
+                color="black",
+                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8),
+                zorder=4,
+            )
+    return artists
+
+
+def legend_handles(predictions: bool = False, sides: Sequence[str] = ("left", "right", "centre")):
+    """Legend handles naming the colours (and, with ``predictions``, dots vs crosses)."""
+    handles = [
+        Line2D(
+            [],
+            [],
+            linestyle="none",
+            marker="o",
+            markersize=6,
+            markerfacecolor=SIDE_COLOURS[s],
+            markeredgecolor="black",
+            label=SIDE_LABELS[s],
+        )
+        for s in sides
+    ]
+    if predictions:
+        handles += [
+            Line2D([], [], linestyle="none", marker="o", color="grey", label="label"),
+            Line2D([], [], linestyle="none", marker="x", color="grey", mew=1.6, label="prediction"),
+        ]
+    return handles
+
+
+def show_faces(
+    images: np.ndarray,
+    keypoints: np.ndarray | None = None,
+    titles: Sequence[str] | None = None,
+    ncols: int = 6,
+    size: float = 2.0,
+    predictions: np.ndarray | None = None,
+    prediction_name: str = "prediction",
+) -> Figure:
+    """A grid of faces with their keypoints (dots) and, if given, predictions (crosses).
+
+    images: ``(N, 96, 96)`` uint8 0-255 or float [0, 1]. keypoints, predictions: ``(N, 30)``
+    pixels, NaN where missing (not drawn). One Axes per face (``len(fig.axes) == N``), ``size``
+    inches each; a legend under the grid names the colours. ``prediction_name`` renames the
+    crosses in the legend (e.g. ``"filled in"``).
+    """
+    images = np.asarray(images)
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to show")
+    for what, arr in (("keypoints", keypoints), ("predictions", predictions)):
+        if arr is not None and len(arr) != n:
+            raise ValueError(f"{len(arr)} rows of {what} for {n} images")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"{len(titles)} titles for {n} images")
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    title_h = 0.3 if titles is not None else 0.0
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(ncols * size, nrows * (size + title_h) + 0.4),
+        squeeze=False,
+        layout="constrained",
+    )
+    fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.02, hspace=0.02)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            fig.delaxes(ax)
+            continue
+        _show_image(ax, images[i])
+        if keypoints is not None:
+            draw_keypoints(ax, keypoints[i], "label", label=False)
+        if predictions is not None:
+            draw_keypoints(ax, predictions[i], "prediction", label=False)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=min(10, max(7, 4 * size)))
+    handles = []
+    if keypoints is not None and predictions is not None:
+        handles = legend_handles(predictions=True)
+        handles[-1].set_label(prediction_name)
+    elif keypoints is not None or predictions is not None:
+        handles = legend_handles()
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+    return fig
+
+
+def mean_face_figure(images: np.ndarray, keypoints: np.ndarray, size: float = 6.0) -> Figure:
+    """The pixel-wise mean face with every labelled keypoint scattered over it.
+
+    Small dots: each row's keypoints (coloured by side); large dots with black edges: each
+    keypoint's mean position over its labelled rows. Pixels, 96x96 frame.
+    """
+    images = np.asarray(images)
+    pts = _as_points(keypoints)
+    fig, ax = plt.subplots(figsize=(size, size + 0.4))
+    ax.imshow(
+        images.astype(np.float64).mean(axis=0),
+        cmap="gray",
+        extent=(-0.5, IMAGE_SIZE - 0.5, IMAGE_SIZE - 0.5, -0.5),
+    )
+    sides = np.array(KEYPOINT_SIDES)
+    for side in ("left", "right", "centre"):
+        p = pts[:, sides == side].reshape(-1, 2)
+        p = p[np.isfinite(p).all(axis=1)]
+        ax.scatter(p[:, 0], p[:, 1], s=1.5, color=SIDE_COLOURS[side], alpha=0.25, lw=0)
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(pts, axis=0)
+    draw_keypoints(ax, mean.reshape(-1), "label", label=False)
+    ax.set_xlim(-0.5, IMAGE_SIZE - 0.5)
+    ax.set_ylim(IMAGE_SIZE - 0.5, -0.5)
+    ax.set_xlabel("x (pixels)")
+    ax.set_ylabel("y (pixels)")
+    ax.legend(
+        handles=legend_handles(),
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=3,
+        frameon=False,
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def keypoint_frame(keypoints: np.ndarray) -> pd.DataFrame:
+    """Long table of the labelled coordinates: columns ``keypoint``, ``axis`` (x/y), ``side``,
+    ``value`` (pixels). Missing values are left out."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    df = pd.DataFrame(kp, columns=list(KEYPOINT_COLUMNS)).melt(
+        var_name="column", value_name="value"
+    )
+    df = df.dropna(subset=["value"])
+    df["keypoint"] = df["column"].str[:-2]
+    df["axis"] = df["column"].str[-1]
+    df["side"] = df["keypoint"].map(keypoint_side)
+    return df[["keypoint", "axis", "side", "value"]].reset_index(drop=True)
+
+
+def keypoint_distributions(keypoints: np.ndarray, size: float = 4.5) -> Figure:
+    """Violin plots of every keypoint's x and y (pixels), one row per keypoint, coloured by side."""
+    import seaborn as sns
+
+    df = keypoint_frame(keypoints)
+    palette = {n: SIDE_COLOURS[keypoint_side(n)] for n in KEYPOINT_NAMES}
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 2.5, size * 1.5), sharey=True)
+    for ax, axis in zip(axes, ("x", "y"), strict=True):
+        sns.violinplot(
+            data=df[df["axis"] == axis],
+            x="value",
+            y="keypoint",
+            hue="keypoint",
+            order=list(KEYPOINT_NAMES),
+            palette=palette,
+            legend=False,
+            cut=0,
+            inner="quartile",
+            linewidth=0.8,
+            density_norm="width",
+            ax=ax,
+        )
+        ax.set_xlim(0, IMAGE_SIZE - 1)
+        ax.set_xlabel(f"{axis} (pixels)")
+        ax.set_ylabel("")
+        ax.grid(axis="x", alpha=0.3)
+    fig.legend(handles=legend_handles(), loc="lower center", ncol=3, frameon=False, fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def correlation_heatmap(keypoints: np.ndarray, size: float = 9.0) -> Figure:
+    """Pearson correlation of the 30 coordinates (pairwise over rows where both are labelled)."""
+    import seaborn as sns
+
+    corr = pd.DataFrame(np.asarray(keypoints, np.float64), columns=list(KEYPOINT_COLUMNS)).corr()
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    with warnings.catch_warnings():  # seaborn 0.13 calls a colormap method matplotlib deprecates
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        sns.heatmap(
+            corr,
+            vmin=-1,
+            vmax=1,
+            center=0,
+            cmap="vlag",
+            square=True,
+            xticklabels=True,
+            yticklabels=True,
+            cbar_kws={"label": "correlation", "shrink": 0.7},
+            ax=ax,
+        )
+    ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def intensity_figure(images: np.ndarray, size: float = 3.6) -> Figure:
+    """Three histograms: every pixel's grey level, each image's mean, each image's standard
+    deviation (contrast). Grey levels 0-255 (float images in [0, 1] are scaled to 0-255)."""
+    import seaborn as sns
+
+    x = np.asarray(images, dtype=np.float64)
+    if np.asarray(images).dtype != np.uint8:
+        x = x * 255.0
+    flat = x.reshape(len(x), -1)
+    fig, axes = plt.subplots(1, 3, figsize=(3 * size, size * 0.85))
+    counts = np.bincount(np.clip(flat, 0, 255).astype(np.int64).ravel(), minlength=256)
+    axes[0].bar(np.arange(256), counts / counts.sum(), width=1.0, color="0.35")
+    axes[0].set(xlabel="grey level", ylabel="fraction of pixels", title="all pixels", xlim=(0, 255))
+    sns.histplot(flat.mean(axis=1), bins=40, ax=axes[1], color=SIDE_COLOURS["right"])
+    axes[1].set(xlabel="mean grey level", ylabel="images", title="brightness per image")
+    sns.histplot(flat.std(axis=1), bins=40, ax=axes[2], color=SIDE_COLOURS["left"])
+    axes[2].set(xlabel="std of grey levels", ylabel="images", title="contrast per image")
+    fig.tight_layout()
+    return fig
+
+
+def keypoint_outliers(keypoints: np.ndarray, n: int = 6) -> pd.DataFrame:
+    """The ``n`` rows whose worst keypoint lies farthest from that keypoint's mean position.
+
+    Distance is Euclidean in pixels, divided by the keypoint's RMS distance from its mean (a
+    z-like score, so a noisy keypoint like the nose tip is not always the culprit). Columns:
+    ``row`` (0-based index), ``keypoint``, ``distance_px``, ``score``; sorted by score.
+    """
+    pts = _as_points(keypoints)
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(pts, axis=0)
+    dist = np.hypot(*(pts - mean).transpose(2, 0, 1))
+    with np.errstate(invalid="ignore"):
+        spread = np.sqrt(np.nanmean(dist**2, axis=0))
+    score = np.where(np.isfinite(dist), dist / spread, -np.inf)
+    worst = np.argmax(score, axis=1)
+    best_score = score[np.arange(len(score)), worst]
+    order = np.argsort(-best_score, kind="stable")[:n]
+    return pd.DataFrame(
+        {
+            "row": order,
+            "keypoint": [KEYPOINT_NAMES[k] for k in worst[order]],
+            "distance_px": dist[order, worst[order]],
+            "score": best_score[order],
+        }
+    )
+
+
+def missing_heatmap(keypoints: np.ndarray, size: float = 7.0) -> Figure:
+    """Which keypoints each row has: rows top to bottom in file order, keypoints left to right.
+
+    Dark: labelled; light: missing. Rows are drawn as an image, so thousands of rows stay fast.
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    pts = _as_points(keypoints)
+    lab = np.isfinite(pts).all(axis=2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    ax.imshow(
+        lab.astype(np.uint8),
+        aspect="auto",
+        interpolation="nearest",
+        cmap=ListedColormap(["#f2f2f2", "#1b4f72"]),
+        vmin=0,
+        vmax=1,
+    )
+    ax.set_xticks(range(N_KEYPOINTS), KEYPOINT_NAMES, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("row of training.csv")
+    ax.legend(
+        handles=[
+            Patch(color="#1b4f72", label="labelled"),
+            Patch(color="#f2f2f2", ec="0.5", label="missing"),
+        ],
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=2,
+        frameon=False,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def schematic_face(ax: Axes, keypoints: np.ndarray, colour: str = "0.35") -> None:
+    """Draw a line-art face through one face's 15 keypoints (pixels): brows, eyes, nose, mouth.
+
+    A schematic, not a photograph: used where the book must show keypoints without a real face.
+    Needs all 15 keypoints.
+    """
+    from matplotlib.patches import Ellipse
+
+    p = dict(zip(KEYPOINT_NAMES, _as_points(keypoints).reshape(N_KEYPOINTS, 2), strict=True))
+    if not all(np.isfinite(v).all() for v in p.values()):
+        raise ValueError("schematic_face needs all 15 keypoints")
+    kw = dict(color=colour, lw=1.5, zorder=1)
+    eye_dist = np.linalg.norm(p["left_eye_center"] - p["right_eye_center"])
+    centre = (p["left_eye_center"] + p["right_eye_center"]) / 2
+    chin = p["mouth_center_bottom_lip"][1] + 0.45 * eye_dist
+    top = centre[1] - 0.95 * eye_dist
+    ax.add_patch(
+        Ellipse(
+            (centre[0], (top + chin) / 2),
+            width=2.1 * eye_dist,
+            height=chin - top,
+            fill=False,
+            **kw,
+        )
+    )
+    for side in ("left", "right"):
+        inner, outer = p[f"{side}_eye_inner_corner"], p[f"{side}_eye_outer_corner"]
+        c = p[f"{side}_eye_center"]
+        w = np.linalg.norm(outer - inner)
+        ax.add_patch(Ellipse(tuple(c), width=w, height=0.45 * w, fill=False, **kw))
+        ax.add_patch(Ellipse(tuple(c), width=0.3 * w, height=0.3 * w, color=colour, zorder=1))
+        brow = np.array([p[f"{side}_eyebrow_inner_end"], p[f"{side}_eyebrow_outer_end"]])
+        ax.plot(brow[:, 0], brow[:, 1], **kw)
+    nose = p["nose_tip"]
+    ax.plot(
+        [centre[0], nose[0] - 0.05 * eye_dist, nose[0] + 0.12 * eye_dist],
+        [centre[1] + 0.15 * eye_dist, nose[1], nose[1] - 0.05 * eye_dist],
+        **kw,
+    )
+    ml, mr = p["mouth_left_corner"], p["mouth_right_corner"]
+    top_lip, bottom_lip = p["mouth_center_top_lip"], p["mouth_center_bottom_lip"]
+    for mid in (top_lip, bottom_lip):
+        ax.plot([mr[0], mid[0], ml[0]], [mr[1], mid[1], ml[1]], **kw)
