@@ -1,0 +1,199 @@
+"""Keypoint networks as plain Keras 3 functions, with the masked loss and metric.
+
+Inputs are float32 images ``(B, 96, 96, 1)`` in [0, 1]; outputs are ``(B, 30)`` keypoints in
+pixels of the 96x96 frame, in Kaggle's column order (x, y per keypoint). Labels may hold NaN for
+missing keypoints: :func:`masked_mse` and :class:`MaskedRMSE` ignore them, so no fill value ever
+reaches the loss.
+
+* :func:`baseline_cnn` is the classic conv-then-dense regressor that the original course (and
+  most 2014-2016 tutorials) use.
+* :func:`keypoint_resnet` is a small residual network with a heatmap head at 1/4 resolution
+  and a soft-argmax ("integral regression", Sun et al. 2018): each keypoint's position is the
+  expectation of its softmax-normalised heatmap, so the output stays differentiable and sub-pixel.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from fkp_helpers.data import IMAGE_SIZE, N_KEYPOINTS
+
+# ---------------------------------------------------------------------------------------------
+# Losses and metrics that skip missing labels
+
+
+def _masked_diff(y_true, y_pred):
+    y_true = ops.cast(y_true, "float32")
+    y_pred = ops.cast(y_pred, "float32")
+    mask = ops.logical_not(ops.isnan(y_true))
+    diff = ops.where(mask, y_pred - ops.where(mask, y_true, 0.0), 0.0)
+    return diff, ops.cast(mask, "float32")
+
+
+@keras.saving.register_keras_serializable(package="fkp")
+def masked_mse(y_true, y_pred):
+    """Mean squared error in pixels² over the labelled coordinates only (NaN labels are skipped).
+
+    Returned per sample, scaled so that Keras's mean over the batch equals the squared error
+    summed over every labelled coordinate in the batch divided by their count: a row with 4
+    keypoints weighs 8 coordinates, a row with 15 weighs 30. Missing ones get zero gradient.
+    """
+    diff, mask = _masked_diff(y_true, y_pred)
+    per_row = ops.sum(ops.square(diff), axis=-1)
+    batch = ops.cast(ops.shape(mask)[0], "float32")
+    return per_row * batch / ops.maximum(ops.sum(mask), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="fkp")
+class MaskedRMSE(keras.metrics.Metric):
+    """Root mean squared error in pixels over labelled coordinates, accumulated over batches."""
+
+    def __init__(self, name: str = "rmse", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.sq = self.add_variable(shape=(), initializer="zeros", name="sq")
+        self.n = self.add_variable(shape=(), initializer="zeros", name="n")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        diff, mask = _masked_diff(y_true, y_pred)
+        self.sq.assign_add(ops.sum(ops.square(diff)))
+        self.n.assign_add(ops.sum(mask))
+
+    def result(self):
+        return ops.sqrt(self.sq / ops.maximum(self.n, 1.0))
+
+    def reset_state(self):
+        self.sq.assign(0.0)
+        self.n.assign(0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers
+
+
+@keras.saving.register_keras_serializable(package="fkp")
+class Standardize(layers.Layer):
+    """Per-image standardisation: zero mean, unit variance. Makes the net blind to lighting."""
+
+    def call(self, x):
+        mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        std = ops.std(x, axis=(1, 2, 3), keepdims=True)
+        return (x - mean) / (std + 1e-3)
+
+
+@keras.saving.register_keras_serializable(package="fkp")
+class SoftArgmax2D(layers.Layer):
+    """Heatmap logits ``(B, H, W, K)`` -> keypoints ``(B, 2K)`` in input pixels (x, y per point).
+
+    Cell ``(i, j)`` of a heatmap with ``stride`` s covers input pixels ``s*j .. s*j + s - 1``, so
+    its centre is at ``x = s*j + (s - 1)/2`` (pixel centres at integers). The output is the
+    softmax-weighted mean of these centres: exact for a one-hot heatmap, sub-pixel otherwise.
+    """
+
+    def __init__(self, stride: int = 4, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = stride
+
+    def call(self, heatmaps):
+        h = ops.cast(heatmaps, "float32")
+        shape = ops.shape(h)
+        height, width, k = shape[1], shape[2], shape[3]
+        flat = ops.reshape(ops.transpose(h, (0, 3, 1, 2)), (-1, k, height * width))
+        prob = ops.softmax(flat, axis=-1)
+        s = float(self.stride)
+        xs = ops.arange(width, dtype="float32") * s + (s - 1) / 2
+        ys = ops.arange(height, dtype="float32") * s + (s - 1) / 2
+        gx = ops.reshape(ops.tile(xs[None, :], (height, 1)), (-1,))
+        gy = ops.reshape(ops.tile(ys[:, None], (1, width)), (-1,))
+        x = ops.sum(prob * gx, axis=-1)
+        y = ops.sum(prob * gy, axis=-1)
+        return ops.reshape(ops.stack([x, y], axis=-1), (-1, 2 * k))
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride}
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks
+
+
+def baseline_cnn(dropout: float = 0.2, name: str = "baseline_cnn") -> keras.Model:
+    """The classic regressor: three conv+pool stages, then dense layers straight to 30 numbers.
+
+    About 4.8M parameters, most of them in the first dense layer. Outputs pixels (the last layer
+    regresses targets scaled to [-1, 1], mapped back to pixels inside the model).
+    """
+    inp = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
+    x = layers.Rescaling(1.0)(inp)
+    for ch in (32, 64, 128):
+        x = layers.Conv2D(ch, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(256, activation="relu")(x)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Dense(2 * N_KEYPOINTS, dtype="float32")(x)  # targets in [-1, 1]
+    half = (IMAGE_SIZE - 1) / 2
+    out = layers.Rescaling(half, offset=half, dtype="float32", name="keypoints")(x)
+    return keras.Model(inp, out, name=name)
+
+
+def _conv_bn(x, ch, kernel=3, stride=1, relu=True):
+    x = layers.Conv2D(ch, kernel, strides=stride, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU()(x) if relu else x
+
+
+def _res_block(x, ch, stride=1):
+    shortcut = x
+    y = _conv_bn(x, ch, 3, stride)
+    y = _conv_bn(y, ch, 3, 1, relu=False)
+    if stride != 1 or x.shape[-1] != ch:
+        shortcut = _conv_bn(x, ch, 1, stride, relu=False)
+    return layers.ReLU()(layers.Add()([y, shortcut]))
+
+
+def keypoint_resnet(
+    widths: tuple[int, int, int, int] = (32, 64, 128, 256),
+    blocks: tuple[int, int, int] = (2, 2, 2),
+    n_keypoints: int = N_KEYPOINTS,
+    name: str = "keypoint_resnet",
+) -> keras.Model:
+    """Residual encoder (96 -> 48 -> 24 -> 12 -> 6), a light decoder back to 24x24 with skip
+    connections, one heatmap per keypoint at 1/4 resolution, and :class:`SoftArgmax2D`.
+
+    Outputs keypoints in pixels ``(B, 2 * n_keypoints)``. With the default widths: ~3.2M params.
+    """
+    inp = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
+    x = Standardize()(inp)
+    x = _conv_bn(x, widths[0], 3, 2)  # 48x48
+    x = _res_block(x, widths[0])
+    x = _res_block(x, widths[1], 2)  # 24x24
+    for _ in range(blocks[0] - 1):
+        x = _res_block(x, widths[1])
+    s24 = x
+    x = _res_block(x, widths[2], 2)  # 12x12
+    for _ in range(blocks[1] - 1):
+        x = _res_block(x, widths[2])
+    s12 = x
+    x = _res_block(x, widths[3], 2)  # 6x6: sees the whole face
+    for _ in range(blocks[2] - 1):
+        x = _res_block(x, widths[3])
+    x = layers.UpSampling2D(interpolation="bilinear")(x)
+    x = layers.Add()([_conv_bn(x, widths[2], 1, relu=False), s12])
+    x = _conv_bn(x, widths[2], 3)
+    x = layers.UpSampling2D(interpolation="bilinear")(x)
+    x = layers.Add()([_conv_bn(x, widths[1], 1, relu=False), s24])
+    x = _conv_bn(x, widths[1], 3)
+    heat = layers.Conv2D(n_keypoints, 1, dtype="float32", name="heatmaps")(x)
+    out = SoftArgmax2D(stride=4, dtype="float32", name="keypoints")(heat)
+    return keras.Model(inp, out, name=name)
+
+
+def heatmap_model(model: keras.Model) -> keras.Model:
+    """A model sharing ``model``'s weights that outputs its heatmap logits (for figures)."""
+    return keras.Model(model.inputs, model.get_layer("heatmaps").output)
+
+
+def load_model(path) -> keras.Model:
+    """Load a saved ``model.keras`` (custom layers, loss and metric are registered here)."""
+    return keras.models.load_model(path, compile=False)
