@@ -686,27 +686,38 @@ def tf_apply_params(images, keypoints, params, *, fill_mode: str = FILL_MODE):
     img, squeeze = _tf_images(images)
     kp = tf.convert_to_tensor(keypoints, tf.float32)
     n = tf.shape(img)[0]
-    touched = None
+    touched = rows = None
     if params.flip is not None:
         flip = tf.cast(tf.convert_to_tensor(params.flip), tf.bool)
-        img = tf.where(flip[:, None, None, None], tf.reverse(img, axis=[2]), img)
         kp = tf.where(flip[:, None], tf_flip_keypoints(kp), kp)
         touched = flip
+    identity = tf.broadcast_to(tf.constant([1, 0, 0, 0, 1, 0, 0, 0], tf.float32), [n, 8])
     if params.geometric is not None:
         geo = tf.cast(tf.convert_to_tensor(params.geometric), tf.bool)
         fwd, rows = _tf_forward_and_inverse(params.angle_deg, params.scale, params.tx, params.ty, n)
-        img = tf.where(geo[:, None, None, None], _tf_warp(img, rows, fill_mode), img)
+        rows = tf.where(geo[:, None], rows, identity)
         kp = tf.where(geo[:, None], _tf_transform_keypoints(kp, fwd), kp)
         touched = geo if touched is None else touched | geo
+    if params.flip is not None:  # fold the mirror into the same warp: input x = 95 - x'
+        rows = identity if rows is None else rows
+        sign = tf.where(flip, -1.0, 1.0)[:, None]
+        shift = tf.where(flip, float(FLIP_X_CONSTANT), 0.0)
+        rows = tf.concat([rows[:, :2] * sign, rows[:, 2:3] * sign + shift[:, None], rows[:, 3:]], 1)
     if touched is not None:
+        # ONE resampling for flip, rotation, scale and shift; faces left alone get the identity
+        # (or a pure mirror), which bilinear sampling at integer coordinates copies exactly.
+        img = _tf_warp(img, rows, fill_mode)
         kp = tf_mark_outside(kp, touched)
     if params.brightness is not None:
         b = tf.cast(tf.convert_to_tensor(params.brightness), tf.float32)[:, None, None, None]
         c = tf.cast(tf.convert_to_tensor(params.contrast), tf.float32)[:, None, None, None]
         mean = tf.reduce_mean(img, axis=[1, 2, 3], keepdims=True)
         img = (img - mean) * c + mean + b
-    if params.blur_radius > 0:
-        img = tf_gaussian_blur(img, params.blur_sigma, params.blur_radius)
+    if params.blur_radius > 0:  # blur only the faces drawn for it
+        which = tf.where(tf.cast(tf.convert_to_tensor(params.blur_sigma), tf.float32) > 0)
+        sigma = tf.gather_nd(tf.cast(params.blur_sigma, tf.float32), which)
+        blurred = tf_gaussian_blur(tf.gather_nd(img, which), sigma, params.blur_radius)
+        img = tf.tensor_scatter_nd_update(img, which, blurred)
     if params.noise is not None:
         noise = tf.reshape(tf.cast(tf.convert_to_tensor(params.noise), tf.float32), tf.shape(img))
         std = tf.cast(tf.convert_to_tensor(params.noise_std), tf.float32)
@@ -733,8 +744,12 @@ def tf_sample_params(config: AugmentConfig, batch_size, seed) -> AugmentParams:
     one, zero = tf.ones([n]), tf.zeros([n])
     blo, bhi = config.blur_sigma
     noise = None
-    if config.uses_noise:
-        noise = tf.random.stateless_normal([n, IMAGE_SIZE, IMAGE_SIZE], seed=seeds[3])
+    if config.uses_noise:  # drawn for the noisy faces only; zeros elsewhere
+        which = tf.cast(tf.where(noisy), tf.int32)
+        field = tf.random.stateless_normal(
+            tf.stack([tf.shape(which)[0], IMAGE_SIZE, IMAGE_SIZE]), seed=seeds[3]
+        )
+        noise = tf.scatter_nd(which, field, tf.stack([n, IMAGE_SIZE, IMAGE_SIZE]))
     geometric = config.geometric_p > 0
     photometric = config.photometric_p > 0
     return AugmentParams(

@@ -536,3 +536,24 @@ def test_suggested_ranges_have_the_data_spread():
     cfg = A.suggest_config(spread)
     np.testing.assert_allclose(cfg.rotation_deg, np.sqrt(3) * tilt.std(), rtol=1e-3)
     assert spread.log_scale < 1e-4 and cfg.scale[0] <= 1 <= cfg.scale[1]
+
+
+def test_faces_a_transform_skips_are_copied_exactly():
+    # The TF path warps the whole batch once; faces drawn for no geometry get the identity (or a
+    # pure mirror), which must copy pixels bit for bit.
+    images, kp = random_batch(5, n=4)
+    params = A.sample_params(GEOMETRY_ONLY, 4, 0)
+    params = A.AugmentParams(
+        **{
+            **params.__dict__,
+            "flip": np.array([False, True, False, True]),
+            "geometric": np.array([False, False, True, True]),
+        }
+    )
+    for img in (
+        A.apply_params(images, kp, params)[0],
+        np_of(A.tf_apply_params(images[..., None], kp, params)[0])[..., 0],
+    ):
+        np.testing.assert_array_equal(img[0], images[0])
+        np.testing.assert_array_equal(img[1], images[1, :, ::-1])
+        assert not np.allclose(img[2], images[2])
