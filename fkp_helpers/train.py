@@ -739,3 +739,115 @@ def submit_cli(model_path, data_dir=None, out="submission.csv", flip_average=Non
         file=sys.stderr,
     )
     return Path(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 5's comparison: every recipe trained the same way on the same split
+
+COMPARISONS: tuple[dict, ...] = (
+    {
+        "name": "baseline CNN, drop incomplete rows, no augmentation (the original course)",
+        "model": "baseline",
+        "strategy": "drop",
+        "augment": False,
+    },
+    {"name": "residual heatmap net, drop incomplete rows", "model": "resnet", "strategy": "drop"},
+    {"name": "residual heatmap net, forward fill", "model": "resnet", "strategy": "ffill"},
+    {"name": "residual heatmap net, mean imputation", "model": "resnet", "strategy": "mean"},
+    {
+        "name": "residual heatmap net, separate 4- and 15-point models",
+        "model": "resnet",
+        "strategy": "separate",
+    },
+    {
+        "name": "residual heatmap net, masked loss, no augmentation",
+        "model": "resnet",
+        "strategy": "mask",
+        "augment": False,
+    },
+    {"name": "residual heatmap net, masked loss", "model": "resnet", "strategy": "mask"},
+)
+"""The recipes chapter 5 compares. Every one uses the same split, epochs and optimiser."""
+
+
+def comparison_run(
+    spec: dict,
+    training: fdata.TrainingSet,
+    split: tuple[np.ndarray, np.ndarray],
+    *,
+    split_name: str,
+    profile: str,
+    seed: int = DEFAULT_SEED,
+) -> dict:
+    """Train (or reuse) one recipe of :data:`COMPARISONS`; returns its metrics and run_dir."""
+    settings = {
+        "data": data_fingerprint(training.path),
+        "spec": {k: v for k, v in spec.items() if k != "name"},
+        "split": split_name,
+        "profile": profile,
+        "seed": seed,
+    }
+    aug = "default" if spec.get("augment", True) else None
+
+    def fit(out_dir):
+        return train_strategy(
+            spec["strategy"],
+            training.images,
+            training.keypoints,
+            split[0],
+            split[1],
+            profile=profile,
+            model=spec["model"],
+            augment_config=aug,
+            seed=seed,
+            out_dir=out_dir,
+        )
+
+    tag = f"compare-{profile}-{spec['model']}-{spec['strategy']}"
+    return saved_run(tag, settings, fit)
+
+
+def compare_recipes(
+    training: fdata.TrainingSet,
+    split: tuple[np.ndarray, np.ndarray],
+    *,
+    split_name: str = "grouped",
+    profile: str | None = None,
+    specs: tuple[dict, ...] = COMPARISONS,
+    seed: int = DEFAULT_SEED,
+):
+    """Run every recipe in ``specs`` on one split; returns (table, runs).
+
+    The table has one row per recipe: validation RMSE with and without test-time flip
+    averaging, the ratio to the mean-shape baseline, training seconds; plus the mean shape.
+    """
+    import pandas as pd
+
+    profile = profile or comparison_profile()
+    runs, rows = {}, []
+    for spec in specs:
+        m = comparison_run(spec, training, split, split_name=split_name, profile=profile, seed=seed)
+        runs[spec["name"]] = m
+        rows.append(
+            {
+                "recipe": spec["name"],
+                "val RMSE (px)": m["val_rmse"],
+                "with flip averaging (px)": m["val_rmse_flip_average"],
+                "ratio to mean shape": m["val_rmse"] / m["baseline_val_rmse"],
+                "train rows": m["n_train"],
+                "seconds": m["train_seconds"],
+            }
+        )
+    base = next(iter(runs.values()))["baseline_val_rmse"]
+    rows.insert(
+        0,
+        {
+            "recipe": "mean shape (no training)",
+            "val RMSE (px)": base,
+            "with flip averaging (px)": base,
+            "ratio to mean shape": 1.0,
+            "train rows": None,
+            "seconds": 0.0,
+        },
+    )
+    return pd.DataFrame(rows).set_index("recipe"), runs

@@ -1,0 +1,82 @@
+"""Training and inference speed of the course's models, as `name: value` lines.
+
+Training images per second for the residual heatmap network (bfloat16 where the CPU has it, and
+float32) and for the classic baseline CNN, measured in one run on the data in force (the
+stand-in beside the repository when present); inference faces per second at batch 1 and 64.
+Ratios compare against the baseline CNN measured in the same run: machines here are noisy.
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+STANDIN = REPO.parent / "shared" / "data" / "fkd-standin"
+if "FKP_DATA_DIR" not in os.environ and STANDIN.is_dir():
+    os.environ["FKP_DATA_DIR"] = str(STANDIN)
+
+from fkp_helpers import data, models, train  # noqa: E402
+
+STEPS = int(os.environ.get("FKP_BENCH_STEPS", "30"))
+
+
+def train_speed(kind: str, precision: str, images, keypoints) -> float:
+    import keras
+
+    train.set_precision(precision)
+    prof = train.PROFILES["full"]
+    net = train.build_model(kind, prof)
+    net.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=models.masked_mse)
+    ds = train.make_dataset(
+        images,
+        keypoints,
+        prof.batch_size,
+        training=True,
+        augment_config=train.default_augment_config(),
+    )
+    net.fit(ds, steps_per_epoch=5, epochs=1, verbose=0)  # warm-up: graph tracing
+    t = time.perf_counter()
+    net.fit(ds, steps_per_epoch=STEPS, epochs=1, verbose=0)
+    return STEPS * prof.batch_size / (time.perf_counter() - t)
+
+
+def inference_speed(net, images, batch: int, n: int) -> float:
+    x = images[:batch].astype(np.float32)[..., None] / 255.0
+    f = net.predict_on_batch if hasattr(net, "predict_on_batch") else net.predict
+    f(x)
+    t = time.perf_counter()
+    for _ in range(n):
+        f(x)
+    return n * batch / (time.perf_counter() - t)
+
+
+def main() -> int:
+    tr = data.load_training()
+    print(f"bench_train_data: {tr.source} ({len(tr)} faces)")
+    print(f"bench_train_bf16_supported: {int(train.bf16_supported())}")
+    base = train_speed("baseline", "float32", tr.images, tr.keypoints)
+    print(f"train_images_per_s_baseline_cnn_float32: {base:.1f}")
+    f32 = train_speed("resnet", "float32", tr.images, tr.keypoints)
+    print(f"train_images_per_s_resnet_float32: {f32:.1f}")
+    auto = train_speed("resnet", "auto", tr.images, tr.keypoints)
+    print(f"train_images_per_s_resnet_auto_precision: {auto:.1f}")
+    print(f"ratio_resnet_auto_to_float32: {auto / f32:.2f}")
+    print(f"ratio_resnet_auto_to_baseline_cnn: {auto / base:.2f}")
+    train.set_precision("auto")
+    net = models.keypoint_resnet()
+    b1 = inference_speed(net, tr.images, 1, 50)
+    b64 = inference_speed(net, tr.images, 64, 10)
+    print(f"inference_faces_per_s_batch1: {b1:.1f}")
+    print(f"inference_ms_per_face_batch1: {1000 / b1:.2f}")
+    print(f"inference_faces_per_s_batch64: {b64:.1f}")
+    print(f"ratio_inference_batch64_to_batch1: {b64 / b1:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Splits, the training loop, saved runs and the command line, at the quick profile."""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fkp_helpers import augment, cli, train
+from fkp_helpers.data import FLIP_PERMUTATION
+
+
+def _faces(n=64, seed=0):
+    """Blob faces whose keypoints are where bright dots are: learnable in seconds."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, 96, 96), np.uint8)
+    kp = np.full((n, 30), np.nan, np.float32)
+    yy, xx = np.mgrid[0:96, 0:96]
+    for i in range(n):
+        cx, cy = rng.uniform(40, 56, 2)
+        pts = np.array([[cx + 16, cy - 10], [cx - 16, cy - 10], [cx, cy + 12]])
+        for x, y in pts:
+            images[i] = np.maximum(
+                images[i], (255 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 18)).astype(np.uint8)
+            )
+        kp[i, [0, 1, 2, 3, 20, 21]] = pts.ravel()[[0, 1, 2, 3, 4, 5]]
+    return images, kp
+
+
+def test_random_split_is_a_seeded_partition():
+    a_tr, a_val = train.random_split(100, 0.2, seed=1)
+    b_tr, b_val = train.random_split(100, 0.2, seed=1)
+    np.testing.assert_array_equal(a_val, b_val)
+    assert len(a_val) == 20 and sorted(np.concatenate([a_tr, a_val])) == list(range(100))
+    assert not np.array_equal(a_val, train.random_split(100, 0.2, seed=2)[1])
+
+
+def test_grouped_split_keeps_near_duplicates_on_one_side():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (20, 96, 96)).astype(np.float32)
+    # 20 "people", 5 near-identical frames each
+    images = np.clip(np.repeat(base, 5, 0) + rng.normal(0, 4, (100, 96, 96)), 0, 255).astype(
+        np.uint8
+    )
+    kp = np.tile(np.array([66, 38, 30, 38] + [np.nan] * 26, np.float32), (100, 1))
+    groups = train.near_duplicate_groups(images, kp)
+    assert len(np.unique(groups)) == 20
+    tr, val = train.grouped_split(images, kp, val_fraction=0.2, seed=3)
+    person = np.arange(100) // 5
+    assert not set(person[tr]) & set(person[val])
+    assert len(val) == 20
+    tr2, val2 = train.grouped_split(images, kp, val_fraction=0.2, seed=3)
+    np.testing.assert_array_equal(val, val2)
+
+
+def test_unflip_undoes_a_flip_of_the_labels():
+    kp = np.random.default_rng(0).uniform(0, 95, (4, 30)).astype(np.float32)
+    flipped = kp.reshape(4, 15, 2)[:, FLIP_PERMUTATION].copy()
+    flipped[..., 0] = 95 - flipped[..., 0]
+    np.testing.assert_allclose(train.unflip_keypoints(flipped.reshape(4, 30)), kp, atol=1e-5)
+
+
+def test_masked_rmse_skips_missing_labels():
+    y = np.array([[1.0, np.nan], [3.0, 4.0]])
+    p = np.array([[2.0, 100.0], [3.0, 6.0]])
+    assert train.masked_rmse(y, p) == pytest.approx(np.sqrt(5 / 3))
+
+
+TINY = replace(train.PROFILES["quick"], name="tiny", epochs=1, widths=(8, 8, 16, 16), batch_size=16)
+
+
+def test_same_seed_gives_the_same_first_epoch_loss():
+    images, kp = _faces(48)
+    runs = [
+        train.train_model(
+            images,
+            kp,
+            np.arange(32),
+            np.arange(32, 48),
+            profile=TINY,
+            seed=7,
+            verbose=0,
+            precision="float32",
+            deterministic=True,
+        )
+        for _ in range(2)
+    ]
+    assert runs[0].history["loss"][0] == runs[1].history["loss"][0]
+    other = train.train_model(
+        images,
+        kp,
+        np.arange(32),
+        np.arange(32, 48),
+        profile=TINY,
+        seed=8,
+        verbose=0,
+        precision="float32",
+        deterministic=True,
+    )
+    assert other.history["loss"][0] != runs[0].history["loss"][0]
+
+
+@pytest.mark.slow
+def test_model_overfits_32_samples_to_under_half_a_pixel():
+    images, kp = _faces(32, seed=1)
+    prof = replace(
+        TINY, epochs=60, widths=(16, 16, 32, 32), batch_size=8, learning_rate=3e-3, warmup_epochs=2
+    )
+    run = train.train_model(
+        images,
+        kp,
+        np.arange(32),
+        np.arange(32),
+        profile=prof,
+        seed=0,
+        verbose=0,
+        augment_config=None,
+        precision="float32",
+    )
+    assert run.metrics["val_rmse"] < 0.5, run.metrics["val_rmse"]
+
+
+def test_train_model_writes_every_promised_output(tmp_path):
+    images, kp = _faces(48)
+    run = train.train_model(
+        images,
+        kp,
+        np.arange(32),
+        np.arange(32, 48),
+        profile=TINY,
+        verbose=0,
+        out_dir=tmp_path,
+        augment_config=augment.AugmentConfig(),
+    )
+    for name in ("model.keras", "history.csv", "history.json", "metrics.json"):
+        assert (tmp_path / name).is_file()
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    for key in (
+        "val_rmse",
+        "val_rmse_per_keypoint",
+        "baseline_val_rmse",
+        "train_seconds",
+        "peak_rss_mb",
+        "seed",
+        "profile",
+    ):
+        assert key in m
+    assert m["n_train"] == 32 and m["n_val"] == 16
+    assert np.isnan(m["val_rmse_per_keypoint"]["nose_tip"]) is False
+
+
+def test_saved_run_is_reused_for_the_same_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("FKP_RUNS_DIR", str(tmp_path))
+    images, kp = _faces(48)
+    calls = []
+
+    def fit(out_dir):
+        calls.append(out_dir)
+        return train.train_model(
+            images, kp, np.arange(32), np.arange(32, 48), profile=TINY, verbose=0, out_dir=out_dir
+        )
+
+    first = train.saved_run("t", {"seed": 1}, fit)
+    again = train.saved_run("t", {"seed": 1}, fit)
+    assert len(calls) == 1 and not first["reused"] and again["reused"]
+    assert again["val_rmse"] == first["val_rmse"]
+    train.saved_run("t", {"seed": 2}, fit)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("name", train.STRATEGY_NAMES)
+def test_every_missing_label_strategy_trains_and_scores_on_true_labels(name):
+    images, kp = _faces(48)
+    kp[::2, 20:22] = np.nan  # some rows lack the nose
+    run = train.train_strategy(
+        name, images, kp, np.arange(32), np.arange(32, 48), profile=TINY, verbose=0
+    )
+    assert np.isfinite(run.metrics["val_rmse"]) and run.metrics["val_rmse"] > 0
+
+
+def test_fkp_train_and_submit_from_the_command_line(tmp_path, synthetic_dir):
+    out = tmp_path / "run"
+    assert (
+        cli.main(
+            ["train", "--data-dir", str(synthetic_dir), "--profile", "quick", "--out", str(out)]
+        )
+        == 0
+    )
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["profile"] == "quick" and m["baseline_val_rmse"] > 0
+    sub = tmp_path / "submission.csv"
+    assert (
+        cli.main(
+            [
+                "submit",
+                "--model",
+                str(out / "model.keras"),
+                "--data-dir",
+                str(synthetic_dir),
+                "--out",
+                str(sub),
+            ]
+        )
+        == 0
+    )
+    table = pd.read_csv(sub)
+    lookup = pd.read_csv(synthetic_dir / "IdLookupTable.csv")
+    assert list(table.columns) == ["RowId", "Location"]
+    assert table.RowId.tolist() == lookup.RowId.tolist()
+    assert table.Location.between(0, 96).all()
+
+
+def test_fkp_submit_without_a_model_is_a_clear_error(tmp_path, capsys, synthetic_dir):
+    assert (
+        cli.main(
+            ["submit", "--model", str(tmp_path / "none.keras"), "--data-dir", str(synthetic_dir)]
+        )
+        == 2
+    )
+    assert "no such model file" in capsys.readouterr().err
