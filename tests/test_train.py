@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fkp_helpers import augment, cli, train
+from fkp_helpers import augment, cli, models, train
 from fkp_helpers.data import FLIP_PERMUTATION
 
 
@@ -152,6 +152,10 @@ def test_train_model_writes_every_promised_output(tmp_path):
         assert key in m
     assert m["n_train"] == 32 and m["n_val"] == 16
     assert np.isnan(m["val_rmse_per_keypoint"]["nose_tip"]) is False
+    saved = models.load_model(tmp_path / "model.keras")
+    np.testing.assert_array_equal(
+        train.predict_keypoints(saved, images[:4]), train.predict_keypoints(run.model, images[:4])
+    )
 
 
 def test_saved_run_is_reused_for_the_same_settings(tmp_path, monkeypatch):
