@@ -169,6 +169,23 @@ def imputation_error(
     return rmse, np.hypot(d[:, 0], d[:, 1])
 
 
+def compare_imputations(
+    truth: np.ndarray, hidden: np.ndarray, fills: dict[str, np.ndarray]
+) -> pd.DataFrame:
+    """One row per named fill: ``RMSE (px)``, ``median (px)`` and ``90th percentile (px)`` of the
+    distance between filled-in and true keypoints, over the ``hidden`` ones (see
+    :func:`imputation_error`)."""
+    rows = {}
+    for name, filled in fills.items():
+        rmse, dist = imputation_error(truth, filled, hidden)
+        rows[name] = {
+            "RMSE (px)": rmse,
+            "median (px)": float(np.median(dist)),
+            "90th percentile (px)": float(np.percentile(dist, 90)),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def apply_strategy(
     name: str, images: np.ndarray, keypoints: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

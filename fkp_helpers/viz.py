@@ -44,6 +44,9 @@ KEYPOINT_SIDES: tuple[str, ...] = tuple(keypoint_side(n) for n in KEYPOINT_NAMES
 SIDE_COLOURS: dict[str, str] = {"left": "#e69f00", "right": "#56b4e9", "centre": "#f0e442"}
 """Orange, sky blue and yellow (Okabe-Ito): distinct for colour-blind readers and on grey faces."""
 
+BOOK_WIDTH = 7.0
+"""Inches of figure that the book's page shows at full size; wider figures are shrunk."""
+
 SIDE_LABELS: dict[str, str] = {
     "left": "subject's left",
     "right": "subject's right",
@@ -112,21 +115,43 @@ def draw_keypoints(
         )
     if names:
         for k in np.flatnonzero(np.isfinite(pts).all(axis=1)):
-            x, y = pts[k]
-            ha = "left" if x >= IMAGE_SIZE / 2 else "right"
-            dx = 2.0 if ha == "left" else -2.0
+            dx, dy, ha, va = _name_placement(KEYPOINT_NAMES[k])
             ax.annotate(
                 KEYPOINT_NAMES[k],
-                (x, y),
-                xytext=(x + dx, y),
+                tuple(pts[k]),
+                xytext=(dx, dy),
+                textcoords="offset points",
                 ha=ha,
-                va="center",
+                va=va,
                 fontsize=fontsize,
                 color="black",
                 bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8),
                 zorder=4,
+                annotation_clip=False,
             )
     return artists
+
+
+def _name_placement(name: str) -> tuple[float, float, str, str]:
+    """Where a keypoint's name goes: offset in points (+y up on screen), and its alignment.
+
+    Chosen so that the 15 names of a frontal face do not overlap: side points are labelled
+    outwards (the subject's left is on the image's right), eye centres above, inner eye corners
+    below, lip centres above and below.
+    """
+    side = keypoint_side(name)
+    out, ha_out = (1.0, "left") if side == "left" else (-1.0, "right")
+    if name.endswith("eye_center") or name == "mouth_center_top_lip":
+        return 0.0, 6.0, "center", "bottom"
+    if name == "mouth_center_bottom_lip":
+        return 0.0, -6.0, "center", "top"
+    if name.endswith("eye_inner_corner"):
+        return 0.0, -6.0, ha_out, "top"
+    if name.endswith("eyebrow_inner_end"):
+        return 0.0, 6.0, ha_out, "bottom"
+    if side == "centre":  # the nose tip
+        return -6.0, 0.0, "right", "center"
+    return 6.0 * out, 0.0, ha_out, "center"
 
 
 def legend_handles(predictions: bool = False, sides: Sequence[str] = ("left", "right", "centre")):
@@ -179,11 +204,13 @@ def show_faces(
         raise ValueError(f"{len(titles)} titles for {n} images")
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    title_h = 0.3 if titles is not None else 0.0
+    width = ncols * size
+    font = max(9.0, 9.0 * width / BOOK_WIDTH)  # stays about 9 pt once shrunk to the page
+    title_h = font / 40 if titles is not None else 0.0
     fig, axes = plt.subplots(
         nrows,
         ncols,
-        figsize=(ncols * size, nrows * (size + title_h) + 0.4),
+        figsize=(width, nrows * (size + title_h) + font / 25),
         squeeze=False,
         layout="constrained",
     )
@@ -198,7 +225,7 @@ def show_faces(
         if predictions is not None:
             draw_keypoints(ax, predictions[i], "prediction", label=False)
         if titles is not None:
-            ax.set_title(titles[i], fontsize=min(10, max(7, 4 * size)))
+            ax.set_title(titles[i], fontsize=font)
     handles = []
     if keypoints is not None and predictions is not None:
         handles = legend_handles(predictions=True)
@@ -206,7 +233,14 @@ def show_faces(
     elif keypoints is not None or predictions is not None:
         handles = legend_handles()
     if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncol=len(handles),
+            frameon=False,
+            fontsize=font,
+            markerscale=font / 9,
+        )
     return fig
 
 
@@ -262,13 +296,13 @@ def keypoint_frame(keypoints: np.ndarray) -> pd.DataFrame:
     return df[["keypoint", "axis", "side", "value"]].reset_index(drop=True)
 
 
-def keypoint_distributions(keypoints: np.ndarray, size: float = 4.5) -> Figure:
+def keypoint_distributions(keypoints: np.ndarray, size: float = 3.4) -> Figure:
     """Violin plots of every keypoint's x and y (pixels), one row per keypoint, coloured by side."""
     import seaborn as sns
 
     df = keypoint_frame(keypoints)
     palette = {n: SIDE_COLOURS[keypoint_side(n)] for n in KEYPOINT_NAMES}
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 2.5, size * 1.5), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 2.0, size * 1.8), sharey=True)
     for ax, axis in zip(axes, ("x", "y"), strict=True):
         sns.violinplot(
             data=df[df["axis"] == axis],
@@ -293,12 +327,12 @@ def keypoint_distributions(keypoints: np.ndarray, size: float = 4.5) -> Figure:
     return fig
 
 
-def correlation_heatmap(keypoints: np.ndarray, size: float = 9.0) -> Figure:
+def correlation_heatmap(keypoints: np.ndarray, size: float = 8.0) -> Figure:
     """Pearson correlation of the 30 coordinates (pairwise over rows where both are labelled)."""
     import seaborn as sns
 
     corr = pd.DataFrame(np.asarray(keypoints, np.float64), columns=list(KEYPOINT_COLUMNS)).corr()
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    fig, ax = plt.subplots(figsize=(size, size * 0.92))
     with warnings.catch_warnings():  # seaborn 0.13 calls a colormap method matplotlib deprecates
         warnings.simplefilter("ignore", PendingDeprecationWarning)
         sns.heatmap(
@@ -313,12 +347,12 @@ def correlation_heatmap(keypoints: np.ndarray, size: float = 9.0) -> Figure:
             cbar_kws={"label": "correlation", "shrink": 0.7},
             ax=ax,
         )
-    ax.tick_params(labelsize=7)
+    ax.tick_params(labelsize=8)
     fig.tight_layout()
     return fig
 
 
-def intensity_figure(images: np.ndarray, size: float = 3.6) -> Figure:
+def intensity_figure(images: np.ndarray, size: float = 3.0) -> Figure:
     """Three histograms: every pixel's grey level, each image's mean, each image's standard
     deviation (contrast). Grey levels 0-255 (float images in [0, 1] are scaled to 0-255)."""
     import seaborn as sns
@@ -327,7 +361,7 @@ def intensity_figure(images: np.ndarray, size: float = 3.6) -> Figure:
     if np.asarray(images).dtype != np.uint8:
         x = x * 255.0
     flat = x.reshape(len(x), -1)
-    fig, axes = plt.subplots(1, 3, figsize=(3 * size, size * 0.85))
+    fig, axes = plt.subplots(1, 3, figsize=(3 * size, size))
     counts = np.bincount(np.clip(flat, 0, 255).astype(np.int64).ravel(), minlength=256)
     axes[0].bar(np.arange(256), counts / counts.sum(), width=1.0, color="0.35")
     axes[0].set(xlabel="grey level", ylabel="fraction of pixels", title="all pixels", xlim=(0, 255))
@@ -344,7 +378,8 @@ def keypoint_outliers(keypoints: np.ndarray, n: int = 6) -> pd.DataFrame:
 
     Distance is Euclidean in pixels, divided by the keypoint's RMS distance from its mean (a
     z-like score, so a noisy keypoint like the nose tip is not always the culprit). Columns:
-    ``row`` (0-based index), ``keypoint``, ``distance_px``, ``score``; sorted by score.
+    ``index`` (0-based position in ``keypoints``), ``keypoint``, ``distance_px``, ``score``;
+    sorted by score, highest first.
     """
     pts = _as_points(keypoints)
     with np.errstate(invalid="ignore"):
@@ -358,7 +393,7 @@ def keypoint_outliers(keypoints: np.ndarray, n: int = 6) -> pd.DataFrame:
     order = np.argsort(-best_score, kind="stable")[:n]
     return pd.DataFrame(
         {
-            "row": order,
+            "index": order,
             "keypoint": [KEYPOINT_NAMES[k] for k in worst[order]],
             "distance_px": dist[order, worst[order]],
             "score": best_score[order],
@@ -444,3 +479,51 @@ def schematic_face(ax: Axes, keypoints: np.ndarray, colour: str = "0.35") -> Non
     top_lip, bottom_lip = p["mouth_center_top_lip"], p["mouth_center_bottom_lip"]
     for mid in (top_lip, bottom_lip):
         ax.plot([mr[0], mid[0], ml[0]], [mr[1], mid[1], ml[1]], **kw)
+
+
+def draw_keypoint_map(ax: Axes, keypoints: np.ndarray, title: str | None = None) -> None:
+    """A schematic face through the 15 keypoints (pixels), each point named, on the 96x96 frame.
+
+    The axes show pixel coordinates: x to the right, y down, the frame spanning [-0.5, 95.5].
+    """
+    schematic_face(ax, keypoints)
+    draw_keypoints(ax, keypoints, names=True, fontsize=8)
+    ax.set_xlim(-0.5, IMAGE_SIZE - 0.5)
+    ax.set_ylim(IMAGE_SIZE - 0.5, -0.5)
+    ax.set_aspect("equal")
+    ticks = np.arange(0, IMAGE_SIZE, 16)
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.xaxis.tick_top()
+    ax.xaxis.set_label_position("top")
+    ax.set_xlabel("x (pixels) →")
+    ax.set_ylabel("← y (pixels)")
+    ax.grid(alpha=0.25)
+    ax.axvline((IMAGE_SIZE - 1) / 2, color="0.6", lw=0.8, ls="--")
+    if title:
+        ax.set_title(title, y=-0.08, va="top")
+
+
+def pixel_centres_figure(n: int = 5, size: float = 3.6) -> Figure:
+    """The top-left ``n`` x ``n`` pixels of an image: each pixel a square, its centre a dot at
+    integer coordinates (x = column, y = row), its edges at half-integers."""
+    fig, ax = plt.subplots(figsize=(size, size))
+    checker = (np.add.outer(np.arange(n), np.arange(n)) % 2) * 60 + 150
+    ax.imshow(checker, cmap="gray", vmin=0, vmax=255, extent=(-0.5, n - 0.5, n - 0.5, -0.5))
+    xs, ys = np.meshgrid(np.arange(n), np.arange(n))
+    ax.scatter(xs, ys, s=12, color="black", zorder=3)
+    for x, y in ((0, 0), (n - 1, 1), (2, n - 2)):
+        ax.annotate(
+            f"({x}, {y})", (x, y), xytext=(x, y - 0.18), ha="center", va="bottom", fontsize=9
+        )
+    ax.set_xticks(np.arange(-0.5, n, 0.5))
+    ax.set_yticks(np.arange(-0.5, n, 0.5))
+    ax.tick_params(labelsize=7)
+    ax.xaxis.tick_top()
+    ax.set_xlim(-0.5, n - 0.5)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_xlabel("x = column")
+    ax.xaxis.set_label_position("top")
+    ax.set_ylabel("y = row")
+    fig.tight_layout()
+    return fig

@@ -143,6 +143,20 @@ def test_imputation_error_measures_distance_of_hidden_points():
     assert rmse == pytest.approx(np.sqrt((9 + 16) / 4))
 
 
+def test_compare_imputations_ranks_fills_by_their_distance_to_the_truth():
+    truth = np.stack([full_row(10), full_row(20)])
+    hidden = np.zeros((2, 15), bool)
+    hidden[:, 3] = True
+    near, far = truth.copy(), truth.copy()
+    near[:, 6:8] += [3, 4]  # 5 px off
+    far[:, 6:8] += [6, 8]  # 10 px off
+    table = missing.compare_imputations(truth, hidden, {"near": near, "far": far})
+    assert list(table.index) == ["near", "far"]
+    assert table.loc["near", "median (px)"] == pytest.approx(5.0)
+    assert table.loc["far", "90th percentile (px)"] == pytest.approx(10.0)
+    assert table.loc["far", "RMSE (px)"] == pytest.approx(np.sqrt((36 + 64) / 2))
+
+
 def test_apply_strategy_dispatches_and_mask_keeps_nans(kp):
     images = np.zeros((5, 96, 96), np.uint8)
     imgs, k = missing.apply_strategy("drop", images, kp)

@@ -201,10 +201,10 @@ def test_keypoint_outliers_finds_the_displaced_point():
     kp[17, 20:22] = [10, 10]  # nose tip of row 17 far away
     kp[3, :] = np.nan
     table = viz.keypoint_outliers(kp, n=3)
-    assert table.loc[0, "row"] == 17
+    assert table.loc[0, "index"] == 17
     assert table.loc[0, "keypoint"] == "nose_tip"
     assert table.loc[0, "distance_px"] > 40
-    assert 3 not in table["row"].tolist()
+    assert 3 not in table["index"].tolist()
 
 
 def test_schematic_face_needs_all_keypoints_and_draws_lines():
