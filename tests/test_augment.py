@@ -536,6 +536,9 @@ def test_suggested_ranges_have_the_data_spread():
     cfg = A.suggest_config(spread)
     np.testing.assert_allclose(cfg.rotation_deg, np.sqrt(3) * tilt.std(), rtol=1e-3)
     assert spread.log_scale < 1e-4 and cfg.scale[0] <= 1 <= cfg.scale[1]
+    table = A.strength_table(spread, cfg)
+    np.testing.assert_allclose(table["config / suggested"], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(table["suggested √3σ"], np.sqrt(3) * table["data σ"], rtol=1e-6)
 
 
 def test_faces_a_transform_skips_are_copied_exactly():
@@ -557,3 +560,30 @@ def test_faces_a_transform_skips_are_copied_exactly():
         np.testing.assert_array_equal(img[0], images[0])
         np.testing.assert_array_equal(img[1], images[1, :, ::-1])
         assert not np.allclose(img[2], images[2])
+
+
+@pytest.mark.parametrize("n_blurred", [0, 1, 4])
+def test_tf_blur_copes_with_any_number_of_blurred_faces(n_blurred):
+    images, kp = random_batch(6, n=4)
+    params = A.sample_params(A.AugmentConfig.none(), 4, 0)
+    sigma = np.where(np.arange(4) < n_blurred, 1.0, 0.0)
+    params = A.AugmentParams(**{**params.__dict__, "blur_sigma": sigma, "blur_radius": 3})
+    img_tf, _ = A.tf_apply_params(images[..., None], kp, params)
+    img_np, _ = A.apply_params(images, kp, params)
+    np.testing.assert_allclose(np_of(img_tf)[..., 0], img_np, atol=1e-5)
+    np.testing.assert_array_equal(img_np[n_blurred:], images[n_blurred:])
+
+
+def test_eye_distance_scales_with_the_face_and_sharpness_drops_with_blur():
+    kp = one_keypoint(66.0, 37.0)
+    kp[0, 2:4] = [30.0, 37.0]
+    _, zoomed = A.affine(np.zeros((1, 96, 96), np.float32), kp, scale=1.2)
+    np.testing.assert_allclose(A.eye_distance(zoomed) / A.eye_distance(kp), 1.2, rtol=1e-5)
+    images, _ = random_batch(8, n=3)
+    assert (A.sharpness(A.gaussian_blur(images, 1.0)) < A.sharpness(images)).all()
+
+
+def test_pipeline_throughput_counts_images_per_second():
+    images, kp = random_batch(9, n=32)
+    rate = A.pipeline_throughput(images, kp, STRONG, batch_size=16, passes=1)
+    assert np.isfinite(rate) and rate > 0
