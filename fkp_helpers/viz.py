@@ -87,12 +87,13 @@ def draw_keypoints(
     label: bool = True,
     names: bool = False,
     fontsize: float = 7,
+    scale: float = 1.0,
 ) -> list:
     """Draw one face's 15 keypoints (30 values, pixels) on ``ax``; missing (NaN) ones are skipped.
 
     style: a key of :data:`STYLES` (``"label"`` dots, ``"prediction"`` crosses, ``"small"``).
     label: give the artists legend labels (``"subject's left"`` etc.; with ``style="prediction"``
-    the label says so). names: write each keypoint's name beside it.
+    the label says so). names: write each keypoint's name beside it. scale: marker size factor.
     Returns the scatter artists, one per side that has a visible point.
     """
     pts = _as_points(keypoints).reshape(N_KEYPOINTS, 2)
@@ -110,7 +111,7 @@ def draw_keypoints(
                 color=SIDE_COLOURS[side],
                 label=text if label else None,
                 zorder=3,
-                **STYLES[style],
+                **{**STYLES[style], "s": STYLES[style]["s"] * scale**2},
             )
         )
     if names:
@@ -221,9 +222,9 @@ def show_faces(
             continue
         _show_image(ax, images[i])
         if keypoints is not None:
-            draw_keypoints(ax, keypoints[i], "label", label=False)
+            draw_keypoints(ax, keypoints[i], "label", label=False, scale=font / 9)
         if predictions is not None:
-            draw_keypoints(ax, predictions[i], "prediction", label=False)
+            draw_keypoints(ax, predictions[i], "prediction", label=False, scale=font / 9)
         if titles is not None:
             ax.set_title(titles[i], fontsize=font)
     handles = []
