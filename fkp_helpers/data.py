@@ -783,7 +783,7 @@ def _load_cached(path: Path, expect: dict[str, tuple[np.dtype, tuple[int, ...]]]
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             if str(z["source_key"]) != key:
                 return None
             out = {k: z[k] for k in expect}
