@@ -1,0 +1,519 @@
+"""Measuring keypoint predictions (chapter 6): errors in pixels, normalised errors, PCK, pose
+breakdowns, and Kaggle's score of a submission file.
+
+Every function takes ``y_true`` and ``y_pred`` as float ``(N, 30)`` arrays of pixels in the 96x96
+frame, Kaggle's column order, and skips the coordinates that ``y_true`` leaves unlabelled (NaN):
+a missing label is never scored as an error of zero nor as an error of anything else.
+
+Two kinds of training rows dominate Kaggle's data: rows with the 4 core keypoints (eye centres,
+nose tip, bottom lip) and rows with all 15. :func:`population` tells them apart so that a table can
+report each separately, since a model can be good on one and poor on the other.
+
+The normalised errors divide each point's distance from its label by the face's inter-ocular
+distance (here: between the two labelled eye centres), so that a 2-pixel miss counts more on a
+small face than on a large one; PCK ("percentage of correct keypoints") is the fraction of points
+within a given fraction of that distance.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fkp_helpers import data as fdata
+from fkp_helpers import train as ftrain
+
+PCK_THRESHOLDS: tuple[float, ...] = (0.05, 0.1, 0.2)
+"""Default PCK thresholds, as fractions of the inter-ocular distance (about 36 px on Kaggle's
+faces: 1.8, 3.6 and 7.2 px)."""
+
+POPULATIONS: tuple[str, ...] = ("4 keypoints", "15 keypoints", "other")
+"""Labels of :func:`population`: rows with exactly the 4 core keypoints, rows with all 15, rest."""
+
+MEAN_SHAPE = "mean shape"
+"""Name of the baseline that predicts the training set's average face for every face."""
+
+_LEFT_EYE, _RIGHT_EYE = (
+    fdata.KEYPOINT_NAMES.index("left_eye_center"),
+    fdata.KEYPOINT_NAMES.index("right_eye_center"),
+)
+_NOSE = fdata.KEYPOINT_NAMES.index("nose_tip")
+
+
+def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(y_true, np.float64)
+    p = np.asarray(y_pred, np.float64)
+    if t.ndim == 1:
+        t = t[None]
+    if p.ndim == 1:
+        p = p[None]
+    p = np.broadcast_to(p, t.shape) if p.shape[0] == 1 else p
+    if t.shape != p.shape or t.shape[-1] != 2 * fdata.N_KEYPOINTS:
+        raise ValueError(
+            f"y_true and y_pred must both have shape (N, 30); got {t.shape} and {p.shape}"
+        )
+    return t, p
+
+
+def _points(keypoints: np.ndarray) -> np.ndarray:
+    k = np.asarray(keypoints, np.float64)
+    return k.reshape(*k.shape[:-1], fdata.N_KEYPOINTS, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors in pixels
+
+
+def squared_errors(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Squared error of every coordinate, pixels², float64 ``(N, 30)``; NaN where unlabelled.
+
+    ``y_pred`` may be one row ``(30,)`` (e.g. the mean shape), used for every face.
+    """
+    t, p = _pair(y_true, y_pred)
+    return np.square(p - t)
+
+
+def mse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean squared error in pixels² over every labelled coordinate (x and y counted apart)."""
+    e = squared_errors(y_true, y_pred)
+    return float(np.nanmean(e)) if np.isfinite(e).any() else float("nan")
+
+
+def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Root mean squared error in pixels over every labelled coordinate: Kaggle's metric.
+
+    The same number as :func:`fkp_helpers.train.masked_rmse`, which the training loop reports.
+    """
+    t, p = _pair(y_true, y_pred)
+    return float(ftrain.masked_rmse(t, p)) if np.isfinite(t).any() else float("nan")
+
+
+def per_keypoint_rmse(y_true: np.ndarray, y_pred: np.ndarray) -> pd.Series:
+    """RMSE in pixels of each of the 15 keypoints (x and y pooled), indexed by keypoint name."""
+    t, p = _pair(y_true, y_pred)
+    return pd.Series(ftrain.per_keypoint_rmse(t, p), name="rmse_px")
+
+
+def face_rmse(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """RMSE in pixels of each face over its own labelled coordinates, ``(N,)``; NaN if none."""
+    e = squared_errors(y_true, y_pred)
+    n = np.isfinite(e).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(np.nansum(e, axis=1) / n)
+
+
+def point_errors(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Distance in pixels between each predicted keypoint and its label, ``(N, 15)``; NaN where
+    the keypoint is unlabelled."""
+    t, p = _pair(y_true, y_pred)
+    d = _points(p) - _points(t)
+    return np.hypot(d[..., 0], d[..., 1])
+
+
+def n_labelled(keypoints: np.ndarray) -> np.ndarray:
+    """Number of labelled keypoints (both x and y present) of each face, int ``(N,)``."""
+    return np.isfinite(_points(keypoints)).all(axis=-1).sum(axis=-1)
+
+
+def population(keypoints: np.ndarray) -> np.ndarray:
+    """Which kind of row each face is: ``"4 keypoints"`` (exactly the 4 core ones),
+    ``"15 keypoints"`` (all labelled) or ``"other"``, as a string array ``(N,)``."""
+    lab = np.isfinite(_points(keypoints)).all(axis=-1)
+    core = np.zeros(fdata.N_KEYPOINTS, bool)
+    core[list(fdata.CORE_INDICES)] = True
+    out = np.full(len(lab), POPULATIONS[2], dtype=object)
+    out[(lab == core).all(axis=1)] = POPULATIONS[0]
+    out[lab.all(axis=1)] = POPULATIONS[1]
+    return out.astype(str)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalised errors
+
+
+def interocular_distance(keypoints: np.ndarray) -> np.ndarray:
+    """Distance in pixels between the two labelled eye centres of each face, ``(N,)``; NaN when
+    an eye centre is missing."""
+    p = _points(keypoints)
+    if p.ndim == 2:
+        p = p[None]
+    d = p[:, _LEFT_EYE] - p[:, _RIGHT_EYE]
+    return np.hypot(d[:, 0], d[:, 1])
+
+
+def normalised_errors(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Each point's error divided by the face's inter-ocular distance (from ``y_true``),
+    ``(N, 15)``, unitless; NaN where the point or an eye centre is unlabelled."""
+    t, p = _pair(y_true, y_pred)
+    iod = interocular_distance(t)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return point_errors(t, p) / np.where(iod > 0, iod, np.nan)[:, None]
+
+
+def nme(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Normalised mean error: the mean of :func:`normalised_errors` over every labelled point
+    (unitless; 0.05 means a typical miss of 5% of the eye distance)."""
+    e = normalised_errors(y_true, y_pred)
+    return float(np.nanmean(e)) if np.isfinite(e).any() else float("nan")
+
+
+def pck(
+    y_true: np.ndarray, y_pred: np.ndarray, thresholds: Sequence[float] = PCK_THRESHOLDS
+) -> dict[float, float]:
+    """Percentage of correct keypoints: for each threshold t, the fraction (0-1) of labelled
+    points whose error is at most t inter-ocular distances."""
+    e = normalised_errors(y_true, y_pred)
+    e = e[np.isfinite(e)]
+    return {float(t): float((e <= t).mean()) if e.size else float("nan") for t in thresholds}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def mean_shape_predictions(train_keypoints: np.ndarray, n: int) -> np.ndarray:
+    """The mean-shape baseline: the training set's average face (pixels) repeated for ``n``
+    faces, float32 ``(n, 30)``."""
+    with warnings.catch_warnings():  # a column nobody labelled stays NaN, without a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        shape = ftrain.mean_shape(train_keypoints)
+    return np.broadcast_to(shape, (n, 2 * fdata.N_KEYPOINTS)).copy()
+
+
+def _with_baseline(
+    y_true: np.ndarray, predictions: Mapping[str, np.ndarray], train_keypoints
+) -> dict[str, np.ndarray]:
+    preds = {}
+    if train_keypoints is not None:
+        preds[MEAN_SHAPE] = mean_shape_predictions(train_keypoints, len(y_true))
+    preds.update(predictions)
+    return preds
+
+
+def evaluation_table(
+    y_true: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    train_keypoints: np.ndarray | None = None,
+    thresholds: Sequence[float] = PCK_THRESHOLDS,
+) -> pd.DataFrame:
+    """One row per model: RMSE and MSE (pixels, over all labelled coordinates), RMSE on the rows
+    with 4 keypoints and on those with all 15, NME and PCK at each threshold.
+
+    predictions: name -> ``(N, 30)`` pixels for the faces of ``y_true``. With
+    ``train_keypoints`` the mean-shape baseline (their average face) is the first row.
+    """
+    y_true = np.asarray(y_true, np.float64)
+    pop = population(y_true)
+    rows = {}
+    for name, pred in _with_baseline(y_true, predictions, train_keypoints).items():
+        row = {"RMSE (px)": rmse(y_true, pred), "MSE (px²)": mse(y_true, pred)}
+        for kind in POPULATIONS[:2]:
+            sel = pop == kind
+            row[f"RMSE, {kind} rows (px)"] = (
+                rmse(y_true[sel], np.asarray(pred)[sel]) if sel.any() else float("nan")
+            )
+        row["NME"] = nme(y_true, pred)
+        for t, v in pck(y_true, pred, thresholds).items():
+            row[f"PCK@{t:g}"] = v
+        rows[name] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "model"
+    return table
+
+
+def per_keypoint_table(
+    y_true: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    train_keypoints: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """RMSE in pixels per keypoint (rows, Kaggle's order) and model (columns), plus the number of
+    labelled faces per keypoint in column ``n``. With ``train_keypoints``, a mean-shape column."""
+    y_true = np.asarray(y_true, np.float64)
+    cols = {
+        name: per_keypoint_rmse(y_true, pred)
+        for name, pred in _with_baseline(y_true, predictions, train_keypoints).items()
+    }
+    table = pd.DataFrame(cols)
+    table["n"] = np.isfinite(_points(y_true)).all(axis=-1).sum(axis=0)
+    table.index.name = "keypoint"
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Pose
+
+
+def pose_features(keypoints: np.ndarray) -> pd.DataFrame:
+    """Head pose proxies from labelled keypoints (pixels), one row per face:
+
+    * ``yaw``: the nose tip's offset from the eye midpoint along the eye line, in inter-ocular
+      distances; 0 for a frontal face, positive when the nose is nearer the subject's left eye
+      (the head turned towards the subject's left, the image's right).
+    * ``tilt_deg``: angle of the line from the right to the left eye centre, in degrees;
+      positive when the subject's left eye is lower in the image (y grows downwards).
+    * ``iod_px``: inter-ocular distance in pixels, the face's scale.
+
+    NaN where an eye centre (or, for ``yaw``, the nose tip) is missing.
+    """
+    p = _points(keypoints)
+    le, re, nose = p[:, _LEFT_EYE], p[:, _RIGHT_EYE], p[:, _NOSE]
+    d = le - re
+    iod = np.hypot(d[:, 0], d[:, 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = d / iod[:, None]
+        yaw = ((nose - (le + re) / 2) * u).sum(axis=1) / iod
+    return pd.DataFrame(
+        {"yaw": yaw, "tilt_deg": np.degrees(np.arctan2(d[:, 1], d[:, 0])), "iod_px": iod}
+    )
+
+
+def binned_error(
+    feature: np.ndarray, errors: np.ndarray, bins: int | Sequence[float] = 5
+) -> pd.DataFrame:
+    """Mean, median and count of per-face ``errors`` in bins of ``feature`` (equal-count bins
+    when ``bins`` is an int, else the given edges). Faces with NaN in either are left out.
+
+    Returns one row per bin: ``low``, ``high``, ``centre`` (the bin's median feature), ``n``,
+    ``mean``, ``median``.
+    """
+    f = np.asarray(feature, np.float64)
+    e = np.asarray(errors, np.float64)
+    ok = np.isfinite(f) & np.isfinite(e)
+    f, e = f[ok], e[ok]
+    if f.size == 0:
+        raise ValueError("no face has both the feature and an error")
+    if isinstance(bins, int):
+        edges = np.unique(np.quantile(f, np.linspace(0, 1, bins + 1)))
+    else:
+        edges = np.asarray(bins, np.float64)
+    which = np.clip(np.searchsorted(edges, f, side="right") - 1, 0, len(edges) - 2)
+    rows = []
+    for b in range(len(edges) - 1):
+        sel = which == b
+        if not sel.any():
+            continue
+        rows.append(
+            {
+                "low": edges[b],
+                "high": edges[b + 1],
+                "centre": float(np.median(f[sel])),
+                "n": int(sel.sum()),
+                "mean": float(e[sel].mean()),
+                "median": float(np.median(e[sel])),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kaggle submissions
+
+
+def make_lookup(keypoints: np.ndarray, image_ids: np.ndarray | None = None) -> pd.DataFrame:
+    """An ``IdLookupTable``-like table asking for every labelled coordinate of ``keypoints``.
+
+    Lets a validation set play Kaggle's test set: RowId from 1, ImageId (default 1..N),
+    FeatureName, and Location (empty, as in Kaggle's file). Rows in image order, then Kaggle's
+    column order.
+    """
+    k = np.asarray(keypoints, np.float64)
+    ids = np.arange(1, len(k) + 1) if image_ids is None else np.asarray(image_ids)
+    r, c = np.nonzero(np.isfinite(k))
+    return pd.DataFrame(
+        {
+            "RowId": np.arange(1, len(r) + 1, dtype=np.int64),
+            "ImageId": ids[r].astype(np.int64),
+            "FeatureName": np.asarray(fdata.KEYPOINT_COLUMNS, dtype=object)[c],
+            "Location": np.full(len(r), np.nan),
+        }
+    )
+
+
+def solution_from_keypoints(
+    keypoints: np.ndarray, lookup: pd.DataFrame, image_ids: np.ndarray | None = None
+) -> pd.DataFrame:
+    """The true answers (``RowId, Location``) for the rows ``lookup`` asks, from labels
+    ``keypoints`` (pixels) of the images ``image_ids`` (default 1..N). A requested label that
+    is missing is an error."""
+    k = np.asarray(keypoints, np.float64)
+    ids = np.arange(1, len(k) + 1) if image_ids is None else np.asarray(image_ids)
+    pos = pd.Series(np.arange(len(ids)), index=ids)
+    col = {c: i for i, c in enumerate(fdata.KEYPOINT_COLUMNS)}
+    rows = pos.loc[lookup["ImageId"].to_numpy()].to_numpy()
+    values = k[rows, lookup["FeatureName"].map(col).to_numpy(dtype=np.int64)]
+    if not np.isfinite(values).all():
+        r = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise ValueError(
+            f"RowId {lookup['RowId'].iloc[r]} asks for {lookup['FeatureName'].iloc[r]} of "
+            f"ImageId {lookup['ImageId'].iloc[r]}, which has no label"
+        )
+    return pd.DataFrame({"RowId": lookup["RowId"].to_numpy(np.int64), "Location": values})
+
+
+def _as_path_label(source) -> tuple[str, bytes]:
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a directory, not a CSV file")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise FileNotFoundError(f"{path}: cannot read it ({e.strerror or e})") from e
+    return path.name, raw
+
+
+def read_submission(
+    source: str | os.PathLike | pd.DataFrame,
+    *,
+    allow_extra_columns: Sequence[str] = (),
+    label: str | None = None,
+) -> pd.DataFrame:
+    """Read and check a ``RowId,Location`` file (a submission, a solution or Kaggle's sample).
+
+    Returns a DataFrame with RowId (int64) and Location (float64, pixels), in the file's order.
+    Raises :class:`~fkp_helpers.data.FKPDataError` naming the file, row (1-based data row) and
+    column for: an empty file, a missing or unexpected column (``allow_extra_columns`` are
+    tolerated, e.g. a solution's ``Usage``), a RowId that is not an integer or repeats, and a
+    Location that is empty, not a number, or not finite. ``FileNotFoundError`` for a missing file.
+    """
+    if isinstance(source, pd.DataFrame):
+        name = label or "submission"
+        df = source.astype(str).copy()
+    else:
+        name, raw = _as_path_label(source)
+        name = label or name
+        if not raw.strip():
+            raise fdata.FKPDataError(
+                f"{name}: the file is empty (expected a header RowId,Location)"
+            )
+        try:
+            df = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise fdata.FKPDataError(f"{name}: not a readable CSV file ({e})") from e
+    df.columns = [str(c).strip() for c in df.columns]
+    expected = list(fdata.SUBMISSION_COLUMNS)
+    missing = [c for c in expected if c not in df.columns]
+    extra = [c for c in df.columns if c not in expected and c not in allow_extra_columns]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing column(s) {', '.join(missing)}")
+        if extra:
+            parts.append(f"unexpected column(s) {', '.join(extra)}")
+        raise fdata.FKPDataError(
+            f"{name}, header row: {'; '.join(parts)} (expected exactly RowId,Location; "
+            f"found {','.join(df.columns)})"
+        )
+    if df.empty:
+        raise fdata.FKPDataError(f"{name}: the file has a header but no rows")
+    rid = df["RowId"].str.strip()
+    bad = ~rid.str.fullmatch(r"[+-]?\d+").to_numpy(dtype=bool)
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise fdata.FKPDataError(
+            f"{fdata.where(name, r + 1, 'RowId')}: {df['RowId'].iloc[r]!r} is not an integer"
+        )
+    rid = rid.astype(np.int64)
+    dup = rid.duplicated().to_numpy()
+    if dup.any():
+        r = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero((rid == rid.iloc[r]).to_numpy())[0])
+        raise fdata.FKPDataError(
+            f"{fdata.where(name, r + 1, 'RowId')}: RowId {rid.iloc[r]} repeats (first on row "
+            f"{first + 1}; {int(dup.sum())} repeated RowIds in all). Each RowId must appear once"
+        )
+    text = df["Location"].str.strip()
+    loc = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(loc)
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        what = "is empty" if text.iloc[r] == "" else f"{df['Location'].iloc[r]!r} is not a number"
+        raise fdata.FKPDataError(
+            f"{fdata.where(name, r + 1, 'Location')}: {what} "
+            f"({int(bad.sum())} row(s) without a finite number in all)"
+        )
+    return pd.DataFrame({"RowId": rid.to_numpy(np.int64), "Location": loc})
+
+
+def _id_list(ids: np.ndarray, n: int = 5) -> str:
+    ids = np.sort(ids)
+    s = ", ".join(str(i) for i in ids[:n])
+    return s + (", ..." if len(ids) > n else "")
+
+
+def check_same_rows(
+    submission: pd.DataFrame, reference: pd.DataFrame, sub_name: str, ref_name: str
+) -> None:
+    """Raise :class:`~fkp_helpers.data.FKPDataError` unless both tables hold the same RowIds:
+    names how many are missing from the submission and how many it has that the reference
+    lacks, with the first few of each."""
+    s, r = submission["RowId"].to_numpy(), reference["RowId"].to_numpy()
+    missing = np.setdiff1d(r, s)
+    extra = np.setdiff1d(s, r)
+    if missing.size or extra.size:
+        parts = []
+        if missing.size:
+            parts.append(f"{missing.size} RowId(s) of {ref_name} are missing ({_id_list(missing)})")
+        if extra.size:
+            parts.append(f"{extra.size} RowId(s) are not in {ref_name} ({_id_list(extra)})")
+        raise fdata.FKPDataError(
+            f"{sub_name}: {'; '.join(parts)}. A submission needs exactly one row per RowId of "
+            f"{fdata.LOOKUP_NAME}"
+        )
+
+
+def score_submission(
+    submission: pd.DataFrame,
+    solution: pd.DataFrame,
+    sub_name: str = "submission",
+    sol_name: str = "the solution",
+) -> float:
+    """Kaggle's score: RMSE in pixels between the submission's and the solution's Location over
+    every RowId of the solution. Both tables are checked as by :func:`read_submission`; the
+    RowIds must match exactly (see :func:`check_same_rows`)."""
+    sub = read_submission(submission, label=sub_name)
+    sol = read_submission(solution, label=sol_name, allow_extra_columns=("Usage",))
+    check_same_rows(sub, sol, sub_name, sol_name)
+    merged = sol.merge(sub, on="RowId", suffixes=("_true", "_pred"), validate="one_to_one")
+    diff = merged["Location_pred"].to_numpy() - merged["Location_true"].to_numpy()
+    return float(np.sqrt(np.mean(np.square(diff))))
+
+
+def score_submission_files(
+    submission_path: str | os.PathLike, solution_path: str | os.PathLike
+) -> float:
+    """``fkp score``: Kaggle's RMSE of a submission file against a solution file, both
+    ``RowId,Location`` CSVs (the solution may also have Kaggle's ``Usage`` column)."""
+    sub = read_submission(submission_path)
+    sol = read_submission(solution_path, allow_extra_columns=("Usage",))
+    return score_submission(sub, sol, Path(submission_path).name, Path(solution_path).name)
+
+
+def check_submission_format(
+    submission: str | os.PathLike | pd.DataFrame, sample: str | os.PathLike | pd.DataFrame
+) -> pd.DataFrame:
+    """Check a submission against Kaggle's ``SampleSubmission.csv``: same two columns, the same
+    RowIds exactly once each, a finite number in every Location, and every value inside the
+    96x96 frame. Returns the submission as read; raises FKPDataError with the first problem."""
+    sub_name = "submission" if isinstance(submission, pd.DataFrame) else Path(submission).name
+    ref_name = (
+        fdata.SAMPLE_SUBMISSION_NAME if isinstance(sample, pd.DataFrame) else Path(sample).name
+    )
+    sub = read_submission(submission, label=sub_name)
+    ref = read_submission(sample, label=ref_name)
+    check_same_rows(sub, ref, sub_name, ref_name)
+    out = (sub["Location"] < 0) | (sub["Location"] > fdata.IMAGE_SIZE)
+    if out.any():
+        r = int(np.flatnonzero(out.to_numpy())[0])
+        raise fdata.FKPDataError(
+            f"{fdata.where(sub_name, r + 1, 'Location')}: {sub['Location'].iloc[r]} lies outside "
+            f"the 96x96 frame (0-96 px)"
+        )
+    return sub
