@@ -76,9 +76,9 @@ def _write_glued_images(app: Sphinx, doctree: nodes.document, docname: str) -> N
     for figure in doctree.findall(nodes.figure):
         if CLASS not in figure["classes"]:
             continue
-        output = read_glue_cache(
-            app.env.mystnb_config.output_folder, figure["glue_doc"]
-        ).get(figure["glue_key"])
+        output = read_glue_cache(app.env.mystnb_config.output_folder, figure["glue_doc"]).get(
+            figure["glue_key"]
+        )
         png = output and output.get("data", {}).get("image/png")
         if not png:
             continue  # myst-nb has already warned that the key is missing
