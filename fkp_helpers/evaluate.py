@@ -517,3 +517,102 @@ def check_submission_format(
             f"the 96x96 frame (0-96 px)"
         )
     return sub
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures (matplotlib; each returns a Figure and never calls plt.show)
+
+
+def per_keypoint_figure(table: pd.DataFrame, size: tuple[float, float] = (8.0, 5.5)):
+    """Horizontal bars of RMSE per keypoint (pixels) for each model column of a
+    :func:`per_keypoint_table` (the ``n`` column is ignored), keypoints in Kaggle's order."""
+    import matplotlib.pyplot as plt
+
+    models = [c for c in table.columns if c != "n"]
+    fig, ax = plt.subplots(figsize=size)
+    y = np.arange(len(table))
+    h = 0.8 / len(models)
+    colours = ["0.7", "#0072b2", "#d55e00", "#009e73", "#cc79a7"]
+    for i, name in enumerate(models):
+        ax.barh(
+            y + (i - (len(models) - 1) / 2) * h,
+            table[name],
+            height=h,
+            label=name,
+            color=colours[i % len(colours)],
+        )
+    ax.set_yticks(y, [f"{k} ({n})" for k, n in zip(table.index, table["n"], strict=True)])
+    ax.invert_yaxis()
+    ax.set_xlabel("RMSE (pixels)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def error_distribution_figure(
+    y_true: np.ndarray, predictions: Mapping[str, np.ndarray], size: tuple[float, float] = (11, 4)
+):
+    """Left: histogram of each face's RMSE (pixels) per model. Right: the fraction of labelled
+    points within each normalised error (a PCK curve), with :data:`PCK_THRESHOLDS` marked."""
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=size)
+    colours = ["0.6", "#0072b2", "#d55e00", "#009e73"]
+    per_face = {n: face_rmse(y_true, p) for n, p in predictions.items()}
+    top = np.nanquantile(np.concatenate(list(per_face.values())), 0.99)
+    bins = np.linspace(0, top, 40)
+    for i, (name, pred) in enumerate(predictions.items()):
+        c = colours[i % len(colours)]
+        e = per_face[name]
+        a.hist(e[np.isfinite(e)], bins=bins, histtype="step", lw=1.8, color=c, label=name)
+        ne = normalised_errors(y_true, pred)
+        ne = np.sort(ne[np.isfinite(ne)])
+        b.plot(ne, np.arange(1, ne.size + 1) / ne.size, color=c, lw=1.8, label=name)
+    a.set(xlabel="RMSE of one face (pixels)", ylabel="faces")
+    for t in PCK_THRESHOLDS:
+        b.axvline(t, color="0.8", lw=0.8, ls="--", zorder=0)
+    b.set(
+        xlim=(0, 0.4),
+        ylim=(0, 1),
+        xlabel="point error / inter-ocular distance",
+        ylabel="fraction of points within",
+    )
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def pose_error_figure(
+    features: pd.DataFrame,
+    errors: Mapping[str, np.ndarray],
+    bins: int = 6,
+    size: tuple[float, float] = (12, 3.8),
+):
+    """Mean per-face error against each pose proxy of :func:`pose_features` (|yaw|, |tilt|,
+    eye distance), one line per model, in equal-count bins; faces as faint dots."""
+    import matplotlib.pyplot as plt
+
+    cols = {
+        "|yaw| (eye distances)": np.abs(features["yaw"].to_numpy()),
+        "|tilt| (degrees)": np.abs(features["tilt_deg"].to_numpy()),
+        "inter-ocular distance (pixels)": features["iod_px"].to_numpy(),
+    }
+    colours = ["0.6", "#0072b2", "#d55e00", "#009e73"]
+    fig, axes = plt.subplots(1, 3, figsize=size, sharey=True)
+    for ax, (label, f) in zip(axes, cols.items(), strict=True):
+        for i, (name, e) in enumerate(errors.items()):
+            c = colours[i % len(colours)]
+            ax.scatter(f, e, s=3, color=c, alpha=0.15, lw=0)
+            t = binned_error(f, e, bins)
+            ax.plot(t["centre"], t["mean"], "o-", color=c, lw=1.8, ms=4, label=name)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("RMSE of one face (pixels)")
+    top = np.nanquantile(np.concatenate([np.asarray(e) for e in errors.values()]), 0.98)
+    axes[0].set_ylim(0, top)
+    axes[0].legend(frameon=False)
+    fig.tight_layout()
+    return fig

@@ -94,6 +94,25 @@ SAMPLE_PORTRAIT_SOURCES: dict[str, str] = {
 (no download) and are in the public domain."""
 
 
+def keypoints_from_marks(marks: dict[str, Sequence[float]]) -> np.ndarray:
+    """A float ``(30,)`` keypoint row (Kaggle's order) from ``{name: (x, y)}``; NaN elsewhere."""
+    k = np.full(2 * fdata.N_KEYPOINTS, np.nan)
+    for name, (x, y) in marks.items():
+        i = fdata.KEYPOINT_NAMES.index(name)
+        k[2 * i : 2 * i + 2] = x, y
+    return k
+
+
+def mark_errors(keypoints: np.ndarray, marks: dict[str, Sequence[float]]) -> dict[str, float]:
+    """Distance in pixels from each hand mark ``{name: (x, y)}`` to the same keypoint of
+    ``keypoints`` ``(30,)`` (same pixel frame)."""
+    pts = np.asarray(keypoints, np.float64).reshape(fdata.N_KEYPOINTS, 2)
+    return {
+        name: float(np.hypot(*(pts[fdata.KEYPOINT_NAMES.index(name)] - np.asarray(xy))))
+        for name, xy in marks.items()
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Photos in
 
@@ -704,8 +723,15 @@ def annotate(photo: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
     return out
 
 
-def show_photo(photo: np.ndarray, faces: Sequence[Face], size: float = 6.0, names: bool = False):
-    """A matplotlib Figure of the photo with each face's box (white) and keypoints."""
+def show_photo(
+    photo: np.ndarray,
+    faces: Sequence[Face] = (),
+    boxes: np.ndarray | None = None,
+    size: float = 6.0,
+    names: bool = False,
+):
+    """A matplotlib Figure of the photo with each face's box (white) and keypoints (dots
+    coloured by side). ``boxes`` ``(F, 4)`` draws detector boxes without keypoints."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
@@ -715,9 +741,10 @@ def show_photo(photo: np.ndarray, faces: Sequence[Face], size: float = 6.0, name
     h, w = rgb.shape[:2]
     fig, ax = plt.subplots(figsize=(size, size * h / w + 0.5))
     ax.imshow(rgb, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+    all_boxes = [f.box for f in faces] + ([] if boxes is None else [tuple(b) for b in boxes])
+    for x, y, bw, bh in all_boxes:
+        ax.add_patch(Rectangle((x - 0.5, y - 0.5), bw, bh, fill=False, ec="white", lw=1.5))
     for face in faces:
-        x, y, bw, bh = face.box
-        ax.add_patch(Rectangle((x - 0.5, y - 0.5), bw, bh, fill=False, ec="white", lw=1.2))
         viz.draw_keypoints(ax, face.keypoints, "label", label=False, names=names)
     ax.set_axis_off()
     if faces:
