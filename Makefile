@@ -5,8 +5,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Jupyter Book and nbval run notebooks on the data in force: $$FKP_DATA_DIR, ./data, else synthetic.
 export PYTHONHASHSEED := 0
+# Notebooks run inside notebooks/: make a relative data directory absolute.
+ifdef FKP_DATA_DIR
+export FKP_DATA_DIR := $(abspath $(FKP_DATA_DIR))
+endif
 export TF_CPP_MIN_LOG_LEVEL := 2
-export MPLBACKEND := Agg
 
 .PHONY: all venv book test unit notebooks book-check bench lint format clean clean-cache
 
@@ -30,7 +33,7 @@ book: $(STAMP)
 test: unit notebooks book-check
 
 unit: $(STAMP)
-	$(PY) -m pytest -q tests
+	MPLBACKEND=Agg $(PY) -m pytest -q tests
 
 notebooks: $(STAMP)
 	FKP_PROFILE=quick $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
@@ -43,7 +46,7 @@ book-check: $(STAMP)
 
 ## make bench: speed figures as `name: value` lines (not part of the tests)
 bench: $(STAMP)
-	@for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+	@for b in benchmarks/bench_*.py; do MPLBACKEND=Agg $(PY) $$b || exit 1; done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -193,7 +193,8 @@ def default_cache_dir() -> Path:
 def data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """Return the data directory in force.
 
-    Order: the argument, ``$FKP_DATA_DIR``, ``./data/`` (when it holds Kaggle's files), else the
+    Order: the argument, ``$FKP_DATA_DIR``, ``./data/`` or ``data/`` at the repository's root
+    (when it holds Kaggle's files), else the
     synthetic default, generated on first use. A directory named explicitly (argument or variable)
     must exist: we never fall back silently from a directory the user asked for.
     """
@@ -208,9 +209,10 @@ def data_dir(data_dir: str | os.PathLike | None = None) -> Path:
                 "the built-in synthetic set"
             )
         return d
-    local = Path("data")
-    if local.is_dir() and _has_kaggle_files(local):
-        return local
+    # ./data, then data/ at the repository's root (notebooks run inside notebooks/)
+    for local in (Path("data"), Path(__file__).resolve().parents[1] / "data"):
+        if local.is_dir() and _has_kaggle_files(local):
+            return local
     from fkp_helpers import synthetic
 
     d = synthetic.default_dir()

@@ -137,9 +137,14 @@ def baseline_cnn(dropout: float = 0.2, name: str = "baseline_cnn") -> keras.Mode
     return keras.Model(inp, out, name=name)
 
 
+BN_MOMENTUM = 0.9
+"""Batch-norm running statistics follow the last ~10 batches: weights move fast at our learning
+rates, and slow statistics (Keras's default 0.99) make inference lag behind training."""
+
+
 def _conv_bn(x, ch, kernel=3, stride=1, relu=True):
     x = layers.Conv2D(ch, kernel, strides=stride, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     return layers.ReLU()(x) if relu else x
 
 

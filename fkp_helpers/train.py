@@ -413,6 +413,10 @@ def train_model(
         train_idx = np.sort(rng.choice(train_idx, prof.max_train_rows, replace=False))
     if prof.max_val_rows and len(val_idx) > prof.max_val_rows:
         val_idx = np.sort(rng.choice(val_idx, prof.max_val_rows, replace=False))
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise ValueError(
+            f"training needs rows on both sides: {len(train_idx)} train, {len(val_idx)} validation"
+        )
     if augment_config == "default":
         augment_config = default_augment_config()
     y_val_true = (keypoints if val_keypoints is None else val_keypoints)[val_idx]
@@ -459,14 +463,16 @@ def train_model(
     if prof.time_limit_s:
         callbacks.append(_TimeLimit(prof.time_limit_s))
     if prof.patience:
-        callbacks.append(keras.callbacks.EarlyStopping("val_rmse", patience=prof.patience))
+        callbacks.append(
+            keras.callbacks.EarlyStopping("val_rmse", patience=prof.patience, mode="min")
+        )
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         callbacks.append(keras.callbacks.CSVLogger(str(out / "history.csv")))
         callbacks.append(
             keras.callbacks.ModelCheckpoint(
-                str(out / "checkpoint.keras"), monitor="val_rmse", save_best_only=True
+                str(out / "checkpoint.keras"), monitor="val_rmse", mode="min", save_best_only=True
             )
         )
     if verbose == "auto":

@@ -528,3 +528,64 @@ def pixel_centres_figure(n: int = 5, size: float = 3.6) -> Figure:
     ax.set_ylabel("y = row")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 5: learning curves and heatmaps
+
+
+def learning_curves(
+    histories: dict[str, dict], metric: str = "val_rmse", size: float = 4.0
+) -> Figure:
+    """Per-epoch ``metric`` (default: validation RMSE in pixels) of several runs, one line each.
+
+    histories: run name -> Keras history dict (as saved in a run's history.json).
+    """
+    import seaborn as sns
+
+    rows = [
+        {"epoch": e + 1, metric: v, "run": name}
+        for name, h in histories.items()
+        for e, v in enumerate(h.get(metric, []))
+    ]
+    frame = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(2.2 * size, size), layout="constrained")
+    sns.lineplot(data=frame, x="epoch", y=metric, hue="run", marker="o", ax=ax)
+    ax.set_ylabel("validation RMSE (px)" if metric == "val_rmse" else metric)
+    ax.set_yscale("log")
+    if len(histories) > 1:
+        ax.legend(fontsize="small", loc="upper right")
+    else:
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.remove()
+    return fig
+
+
+def heatmap_figure(model, image: np.ndarray, names: Sequence[str], size: float = 2.8) -> Figure:
+    """The face, then for each keypoint in ``names`` its softmax heatmap over the face and the
+    soft-argmax point read off it (a cross). ``model`` is a heatmap model from
+    :func:`fkp_helpers.models.keypoint_resnet`; ``image`` uint8 (96, 96)."""
+    from fkp_helpers import models
+
+    x = image.astype(np.float32)[None, ..., None] / 255.0
+    logits = np.asarray(models.heatmap_model(model).predict(x, verbose=0), np.float64)[0]
+    points = np.asarray(model.predict(x, verbose=0), np.float64)[0].reshape(-1, 2)
+    fig, axes = plt.subplots(
+        1, len(names) + 1, figsize=(size * (len(names) + 1), size), layout="constrained"
+    )
+    _show_image(axes[0], image)
+    axes[0].set_title("face", fontsize="small")
+    for ax, name in zip(axes[1:], names, strict=True):
+        k = KEYPOINT_NAMES.index(name)
+        h = logits[..., k]
+        p = np.exp(h - h.max())
+        p /= p.sum()
+        _show_image(ax, image)
+        # each 24x24 cell covers 4x4 pixels: extent from -0.5 to 95.5 in pixel coordinates
+        ax.imshow(
+            p, cmap="magma", alpha=0.6, extent=(-0.5, 95.5, 95.5, -0.5), interpolation="nearest"
+        )
+        ax.plot(*points[k], marker="+", color="cyan", markersize=14, markeredgewidth=2)
+        ax.set_title(f"{name}\npeak p={p.max():.2f}", fontsize="small")
+    return fig

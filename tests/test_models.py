@@ -57,7 +57,9 @@ def test_soft_argmax_centre_of_a_flat_map_is_the_image_centre():
     np.testing.assert_allclose(out, [47.5, 47.5], atol=1e-4)
 
 
-@pytest.mark.parametrize("build", [models.baseline_cnn, lambda: models.keypoint_resnet((8, 8, 8, 8))])
+@pytest.mark.parametrize(
+    "build", [models.baseline_cnn, lambda: models.keypoint_resnet((16, 16, 16, 16))]
+)
 def test_networks_map_images_to_30_pixel_coordinates(build):
     net = build()
     out = net.predict(np.random.default_rng(0).random((3, 96, 96, 1), np.float32), verbose=0)
@@ -66,7 +68,7 @@ def test_networks_map_images_to_30_pixel_coordinates(build):
 
 
 def test_save_and_load_round_trip_predictions_exactly(tmp_path):
-    net = models.keypoint_resnet((8, 16, 16, 16))
+    net = models.keypoint_resnet((16, 16, 32, 32))
     x = np.random.default_rng(1).random((4, 96, 96, 1), np.float32)
     path = tmp_path / "model.keras"
     net.save(path)
@@ -78,7 +80,7 @@ def test_flip_averaging_of_a_mirror_symmetric_face_gives_symmetric_points():
     rng = np.random.default_rng(3)
     half = rng.integers(0, 256, (2, 96, 48), dtype=np.uint8)
     img = np.concatenate([half, half[:, :, ::-1]], axis=2)  # mirror-symmetric about x = 47.5
-    net = models.keypoint_resnet((8, 8, 8, 8))
+    net = models.keypoint_resnet((16, 16, 16, 16))
     k = train.predict_keypoints(net, img, flip_average=True).reshape(2, N_KEYPOINTS, 2)
     for left, right in FLIP_PAIRS:
         np.testing.assert_allclose(k[:, left, 0], 95 - k[:, right, 0], atol=1e-3)
