@@ -52,7 +52,7 @@ PROFILES: dict[str, Profile] = {
         warmup_epochs=0.5,
     ),
     "compare": Profile("compare", epochs=6, batch_size=32, widths=(16, 32, 64, 128)),
-    "full": Profile("full", epochs=40, batch_size=32, time_limit_s=19 * 60),
+    "full": Profile("full", epochs=36, batch_size=32, time_limit_s=19 * 60),
 }
 
 
