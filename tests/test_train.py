@@ -274,3 +274,20 @@ def test_fkp_submit_without_a_model_is_a_clear_error(tmp_path, capsys, synthetic
         == 2
     )
     assert "no such model file" in capsys.readouterr().err
+
+
+def test_a_distribution_strategy_goes_through_the_same_code_path():
+    import tensorflow as tf
+
+    images, kp = _faces(48)
+    run = train.train_model(
+        images,
+        kp,
+        np.arange(32),
+        np.arange(32, 48),
+        profile=TINY,
+        verbose=0,
+        strategy=tf.distribute.MirroredStrategy(["/cpu:0"]),
+    )
+    assert np.isfinite(run.metrics["val_rmse"])
+    assert run.model.distribute_strategy.__class__.__name__ == "MirroredStrategy"
