@@ -757,6 +757,7 @@ COMPARISONS: tuple[dict, ...] = (
         "strategy": "drop",
         "augment": False,
     },
+    {"name": "baseline CNN, masked loss", "model": "baseline", "strategy": "mask"},
     {"name": "residual heatmap net, drop incomplete rows", "model": "resnet", "strategy": "drop"},
     {"name": "residual heatmap net, forward fill", "model": "resnet", "strategy": "ffill"},
     {"name": "residual heatmap net, mean imputation", "model": "resnet", "strategy": "mean"},
