@@ -572,7 +572,7 @@ def train_strategy(
         core_cols = np.array([2 * k + a for k in fdata.CORE_INDICES for a in (0, 1)])
         core_only = np.full_like(keypoints, np.nan)
         core_only[:, core_cols] = keypoints[:, core_cols]
-        a = train_model(images, core_only, train_idx, val_idx, val_keypoints=keypoints, **kwargs)
+        a = train_model(images, core_only, train_idx, val_idx, **kwargs)
         full_rows = train_idx[missing.complete_rows(keypoints[train_idx])]
         b = train_model(images, keypoints, full_rows, val_idx, **kwargs)
         y = keypoints[val_idx]
