@@ -292,8 +292,13 @@ def per_keypoint_rmse(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float
 
 
 def mean_shape(keypoints: np.ndarray) -> np.ndarray:
-    """The average face: per-column mean of the labelled values, float32 (30,) pixels."""
-    return np.nanmean(keypoints, axis=0).astype(np.float32)
+    """The average face: per-column mean of the labelled values, float32 (30,) pixels.
+
+    A column with no label at all gives NaN (which every masked metric skips)."""
+    k = np.asarray(keypoints, np.float64)
+    n = np.sum(~np.isnan(k), axis=0)
+    total = np.nansum(k, axis=0)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
