@@ -16,6 +16,10 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 all: test
 
 $(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+		echo "make: the course needs Python 3.11, and '$(PYTHON)' is not (or is missing)."; \
+		echo "Install 3.11 (python.org, or 'brew install python@3.11' on macOS), then run"; \
+		echo "'make PYTHON=/path/to/python3.11' if python3.11 is not on your PATH."; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
@@ -47,6 +51,12 @@ book-check: $(STAMP)
 ## make bench: speed figures as `name: value` lines (not part of the tests)
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do MPLBACKEND=Agg $(PY) $$b || exit 1; done
+
+## make check-platforms: pip's resolver on all of requirements.txt for macOS arm64, Windows and
+## Linux x86-64 (asks the package index; `make test` resolves the runtime packages only)
+.PHONY: check-platforms
+check-platforms: $(STAMP)
+	FKP_PLATFORMS_FULL=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_platforms.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
