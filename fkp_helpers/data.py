@@ -185,16 +185,59 @@ def _has_kaggle_files(d: Path) -> bool:
 
 
 def default_cache_dir() -> Path:
-    """Where parsed arrays and the synthetic set live: ``$FKP_CACHE_DIR``, else ``~/.cache/fkp``."""
+    """Where parsed arrays and the synthetic set live: ``$FKP_CACHE_DIR``, else ``~/.cache/fkp``.
+
+    Never a data directory: Kaggle's mounted input (:func:`kaggle_input_dir`) is read-only. When
+    ``~/.cache`` cannot be written (a read-only home), the cache goes to the system's temporary
+    directory instead, so loading still works (Colab's and Kaggle's homes are writable).
+    """
     env = os.environ.get("FKP_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "fkp"
+    if env:
+        return Path(env).expanduser()
+    try:
+        home = Path.home() / ".cache" / "fkp"
+    except RuntimeError:  # no home directory at all
+        return Path(tempfile.gettempdir()) / "fkp-cache"
+    probe = home
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if os.access(probe, os.W_OK):
+        return home
+    return Path(tempfile.gettempdir()) / "fkp-cache"
+
+
+KAGGLE_INPUT = Path("/kaggle/input") / COMPETITION
+"""Where a Kaggle notebook mounts the competition's files; ``$FKP_KAGGLE_INPUT`` overrides it."""
+
+
+def kaggle_input_dir() -> Path | None:
+    """The competition's files as a Kaggle notebook mounts them, else None.
+
+    ``$FKP_KAGGLE_INPUT`` when set (it must then hold Kaggle's files), else
+    ``/kaggle/input/facial-keypoints-detection`` when it holds them. The files there are read-only
+    and zipped (``training.zip``, ``test.zip``, ``IdLookupTable.csv``, ``SampleSubmission.csv``):
+    the loaders read the zips in place and write what they parse to :func:`default_cache_dir`,
+    never into the input.
+    """
+    env = os.environ.get("FKP_KAGGLE_INPUT") or None
+    d = Path(env).expanduser() if env else KAGGLE_INPUT
+    if d.is_dir() and _has_kaggle_files(d):
+        return d
+    if env:
+        raise FKPDataError(
+            f"FKP_KAGGLE_INPUT={env}: no Kaggle files there (expected training.zip or "
+            f"training.csv, or {COMPETITION_ZIP}); unset it outside a Kaggle notebook"
+        )
+    return None
 
 
 def data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """Return the data directory in force.
 
     Order: the argument, ``$FKP_DATA_DIR``, ``./data/`` or ``data/`` at the repository's root
-    (when it holds Kaggle's files), else the
+    (when it holds Kaggle's files), Kaggle's mounted competition input in a Kaggle notebook
+    (:func:`kaggle_input_dir`: ``$FKP_KAGGLE_INPUT``, else
+    ``/kaggle/input/facial-keypoints-detection``, read in place), else the
     synthetic default, generated on first use. A directory named explicitly (argument or variable)
     must exist: we never fall back silently from a directory the user asked for.
     """
@@ -213,13 +256,17 @@ def data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     for local in (Path("data"), Path(__file__).resolve().parents[1] / "data"):
         if local.is_dir() and _has_kaggle_files(local):
             return local
+    mounted = kaggle_input_dir()  # a Kaggle notebook: the competition's files, read-only
+    if mounted is not None:
+        return mounted
     from fkp_helpers import synthetic
 
     d = synthetic.default_dir()
     if str(d) not in _announced:
         _announced.add(str(d))
         print(
-            "fkp: no Kaggle data found ($FKP_DATA_DIR unset, ./data/ empty); using the built-in "
+            "fkp: no Kaggle data found ($FKP_DATA_DIR unset, ./data/ empty, no Kaggle input); "
+            "using the built-in "
             f"SYNTHETIC faces in {d}. Figures on them are not Kaggle results "
             "(`fkp data download` says how to get Kaggle's files).",
             file=sys.stderr,
@@ -1056,6 +1103,39 @@ def kaggle_credentials() -> str | None:
     return None
 
 
+COLAB_TOKEN_HELP = (
+    "     In Google Colab, either:\n"
+    "     a) add two secrets, KAGGLE_USERNAME and KAGGLE_KEY (the key icon in Colab's left bar;\n"
+    "        the two fields of kaggle.json; switch on 'Notebook access'), then run in a cell\n"
+    "        `from fkp_helpers import data; data.download()`, which reads them with\n"
+    "        google.colab.userdata (a `!fkp ...` shell command cannot read Colab's secrets); or\n"
+    "     b) upload kaggle.json to ~/.kaggle/: in a cell, `from google.colab import files;\n"
+    "        files.upload()`, then `!mkdir -p ~/.kaggle && mv kaggle.json ~/.kaggle/ &&\n"
+    "        chmod 600 ~/.kaggle/kaggle.json`, then `!fkp data download` or data.download().\n"
+)
+"""How to give Colab the Kaggle API token: Colab's secrets or an uploaded ``kaggle.json``."""
+
+
+def _colab_secrets() -> str | None:
+    """In a Colab notebook, copy the secrets KAGGLE_USERNAME and KAGGLE_KEY into the environment.
+
+    Returns a label when both were found, else None (outside Colab, secrets absent, or this
+    notebook not granted access to them).
+    """
+    if importlib.util.find_spec("google") is None:
+        return None
+    try:
+        from google.colab import userdata  # type: ignore[import-not-found]
+
+        user, key = userdata.get("KAGGLE_USERNAME"), userdata.get("KAGGLE_KEY")
+    except Exception:  # not Colab, no such secret, access not granted, not in the kernel
+        return None
+    if not (user and key):
+        return None
+    os.environ["KAGGLE_USERNAME"], os.environ["KAGGLE_KEY"] = user, key
+    return "Colab secrets KAGGLE_USERNAME/KAGGLE_KEY"
+
+
 def download_steps(directory: str | os.PathLike) -> str:
     """The manual steps to get Kaggle's files into ``directory``."""
     d = str(directory)
@@ -1063,7 +1143,8 @@ def download_steps(directory: str | os.PathLike) -> str:
         f"To get Kaggle's Facial Keypoints Detection files into {d}:\n"
         "  1. pip install kaggle\n"
         "  2. create an API token: kaggle.com > Settings > API > Create New Token, save it as\n"
-        "     ~/.kaggle/kaggle.json (chmod 600), or set KAGGLE_USERNAME and KAGGLE_KEY\n"
+        "     ~/.kaggle/kaggle.json (chmod 600), or set KAGGLE_USERNAME and KAGGLE_KEY.\n"
+        f"{COLAB_TOKEN_HELP}"
         f"  3. accept the competition's rules: https://www.kaggle.com/c/{COMPETITION}/rules\n"
         f"  4. kaggle competitions download -c {COMPETITION} -p {d}\n"
         f"  5. cd {d} && unzip {COMPETITION_ZIP}   (optional: fkp reads the zip as it is)\n"
@@ -1077,16 +1158,24 @@ def download(data_dir: str | os.PathLike | None = None) -> int:
     Uses Kaggle's own ``kaggle`` package when it is installed and credentials exist; otherwise
     prints the steps to do it by hand. Returns an exit code: 0 when the files are there.
     """
+    if data_dir is None and not os.environ.get("FKP_DATA_DIR"):
+        mounted = kaggle_input_dir()
+        if mounted is not None:
+            print(
+                f"Kaggle's files are mounted in {mounted} (a Kaggle notebook): nothing to "
+                "download; the loaders read them there, read-only, as they are."
+            )
+            return 0
     d = Path(data_dir or os.environ.get("FKP_DATA_DIR") or "data").expanduser()
     if _has_kaggle_files(d):
         print(f"Kaggle's files are already in {d}.")
         return 0
-    creds = kaggle_credentials()
+    creds = kaggle_credentials() or _colab_secrets()
     have_pkg = importlib.util.find_spec("kaggle") is not None
     if not (have_pkg and creds):
         lack = [] if have_pkg else ["the `kaggle` package is not installed"]
         if not creds:
-            lack.append("no Kaggle API credentials were found")
+            lack.append("no Kaggle API token was found")
         print(f"fkp: cannot download: {' and '.join(lack)}.\n{download_steps(d)}")
         return 1
     try:
