@@ -20,24 +20,23 @@ STANDIN = REPO.parent / "shared" / "data" / "fkd-standin"
 if "FKP_DATA_DIR" not in os.environ and STANDIN.is_dir():
     os.environ["FKP_DATA_DIR"] = str(STANDIN)
 
-from fkp_helpers import data, models, train  # noqa: E402
+from fkp_helpers import augment, data, experiments, training  # noqa: E402
+from fkp_helpers import precision as precision_policy  # noqa: E402
 
 STEPS = int(os.environ.get("FKP_BENCH_STEPS", "30"))
 
 
 def train_speed(kind: str, precision: str, images, keypoints) -> float:
-    import keras
-
-    train.set_precision(precision)
-    prof = train.PROFILES["full"]
-    net = train.build_model(kind, prof)
-    net.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=models.masked_mse)
-    ds = train.make_dataset(
+    precision_policy.set_global_precision_policy(precision, verbose=False)
+    prof = experiments.PROFILES["full"]
+    net = training.compile_model(training.build_model(kind, prof), 1e-3)
+    ds = augment.augmented_dataset(
         images,
         keypoints,
-        prof.batch_size,
-        training=True,
-        augment_config=train.default_augment_config(),
+        training.training_augment_config(),
+        batch_size=prof.batch_size,
+        repeat=True,
+        drop_remainder=True,
     )
     net.fit(ds, steps_per_epoch=5, epochs=1, verbose=0)  # warm-up: graph tracing
     t = time.perf_counter()
@@ -58,7 +57,8 @@ def inference_speed(net, images, batch: int, n: int) -> float:
 def main() -> int:
     tr = data.load_training()
     print(f"bench_train_data: {tr.source} ({len(tr)} faces)")
-    print(f"bench_train_bf16_supported: {int(train.bf16_supported())}")
+    policy, reason = precision_policy.resolve_precision("auto")
+    print(f"bench_train_auto_precision: {policy} ({reason})")
     base = train_speed("baseline", "float32", tr.images, tr.keypoints)
     print(f"train_images_per_s_baseline_cnn_float32: {base:.1f}")
     f32 = train_speed("resnet", "float32", tr.images, tr.keypoints)
@@ -67,8 +67,8 @@ def main() -> int:
     print(f"train_images_per_s_resnet_auto_precision: {auto:.1f}")
     print(f"ratio_resnet_auto_to_float32: {auto / f32:.2f}")
     print(f"ratio_resnet_auto_to_baseline_cnn: {auto / base:.2f}")
-    train.set_precision("auto")
-    net = models.keypoint_resnet()
+    precision_policy.set_global_precision_policy("auto", verbose=False)
+    net = training.build_model("resnet", experiments.PROFILES["full"])
     b1 = inference_speed(net, tr.images, 1, 50)
     b64 = inference_speed(net, tr.images, 64, 10)
     print(f"inference_faces_per_s_batch1: {b1:.1f}")

@@ -42,13 +42,20 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from fkp_helpers.data import FLIP_PERMUTATION, FLIP_X_CONSTANT, IMAGE_SIZE, N_KEYPOINTS
-
-CENTRE = (IMAGE_SIZE - 1) / 2
-"""The image centre in pixels, 47.5: rotation and scaling are about (CENTRE, CENTRE)."""
-
-FRAME = (-0.5, IMAGE_SIZE - 0.5)
-"""The image's extent in pixels on each axis: a keypoint outside it after a transform is missing."""
+from fkp_helpers.keypoints import (  # noqa: F401  (flip, frame, tilt and eye distance live there)
+    CENTRE,
+    FLIP_PERMUTATION,
+    FLIP_X_CONSTANT,
+    FRAME,
+    IMAGE_SIZE,
+    N_KEYPOINTS,
+    apply_affine,
+    eye_distance,
+    flip_keypoints,
+    head_tilt_deg,
+    invert_affine,
+    mark_outside,
+)
 
 FILL_MODE = "nearest"
 """How pixels that come from outside the image are filled: repeat the nearest edge pixel."""
@@ -223,14 +230,6 @@ def _per_sample(value, n: int, name: str) -> np.ndarray:
 # Keypoint geometry (shared by both paths)
 
 
-def flip_keypoints(keypoints: np.ndarray) -> np.ndarray:
-    """Keypoints (B, 30) px of mirrored faces: x -> 95 - x, left and right names swapped."""
-    kp = np.asarray(keypoints, dtype=np.float32).reshape(-1, N_KEYPOINTS, 2)
-    out = kp[:, FLIP_PERMUTATION, :].copy()
-    out[..., 0] = FLIP_X_CONSTANT - out[..., 0]
-    return out.reshape(-1, 2 * N_KEYPOINTS)
-
-
 def affine_matrix(angle_deg, scale, tx, ty) -> np.ndarray:
     """Forward matrices (B, 2, 3) mapping input pixel coordinates to output ones.
 
@@ -250,32 +249,10 @@ def affine_matrix(angle_deg, scale, tx, ty) -> np.ndarray:
     return m
 
 
-def invert_affine(matrix: np.ndarray) -> np.ndarray:
-    """Inverse of forward matrices (B, 2, 3): maps output pixel coordinates to input ones."""
-    a = matrix[:, :, :2]
-    ainv = np.linalg.inv(a)
-    b = -np.einsum("bij,bj->bi", ainv, matrix[:, :, 2])
-    return np.concatenate([ainv, b[:, :, None]], axis=2)
-
-
-def mark_outside(keypoints: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """Set keypoints outside the image, [-0.5, 95.5] on x or y, to NaN (x and y together).
-
-    ``rows`` (bool (B,)) limits the rule to the faces a geometric transform touched.
-    """
-    kp = np.array(keypoints, dtype=np.float32).reshape(len(keypoints), N_KEYPOINTS, 2)
-    outside = ((kp < FRAME[0]) | (kp > FRAME[1])).any(axis=2)
-    if rows is not None:
-        outside &= np.asarray(rows, bool)[:, None]
-    kp[outside] = np.nan
-    return kp.reshape(len(keypoints), 2 * N_KEYPOINTS)
-
-
 def transform_keypoints(keypoints: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Apply forward matrices (B, 2, 3) to keypoints (B, 30) px. NaN stays NaN; no frame rule."""
-    kp = np.asarray(keypoints, dtype=np.float64).reshape(len(keypoints), N_KEYPOINTS, 2)
-    out = np.einsum("bij,bkj->bki", matrix[:, :, :2], kp) + matrix[:, None, :, 2]
-    return out.reshape(len(keypoints), 2 * N_KEYPOINTS).astype(np.float32)
+    """Apply forward matrices (B, 2, 3) to keypoints (B, 30) px, float32. NaN stays NaN; no
+    frame rule (:func:`~fkp_helpers.keypoints.apply_affine` in float32)."""
+    return apply_affine(keypoints, matrix).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -803,30 +780,40 @@ def tf_augment(images, keypoints, config: AugmentConfig, seed):
 def augmented_dataset(
     images: np.ndarray,
     keypoints: np.ndarray,
-    config: AugmentConfig,
+    config: AugmentConfig | None,
     *,
     batch_size: int = 64,
     seed: int = 0,
     shuffle: bool = True,
+    repeat: bool = False,
     drop_remainder: bool = False,
 ):
-    """A ``tf.data`` pipeline of augmented batches: ((B, 96, 96, 1) float32 [0, 1], (B, 30) px).
+    """The ``tf.data`` pipeline that chapter 4 measures and training uses: shuffle, batch, scale
+    to [0, 1], augment, prefetch. Yields ((B, 96, 96, 1) float32 [0, 1], (B, 30) px) batches.
 
-    images: uint8 0-255 or float [0, 1], (N, 96, 96) or (N, 96, 96, 1); keypoints (N, 30) px.
-    Each batch gets its own stateless seed from a seeded stream that changes every pass (epoch),
-    so two datasets built with the same seed give the same batches, epoch after epoch.
+    images: uint8 0-255 or float [0, 1], (N, 96, 96) or (N, 96, 96, 1); keypoints (N, 30) px with
+    NaN for missing. ``config=None`` (or :meth:`AugmentConfig.none`) leaves faces as they are
+    (validation). ``repeat=True`` loops forever (pass ``steps_per_epoch`` to ``fit``), reshuffling
+    every pass. Each batch gets its own stateless seed from a seeded stream, so two datasets built
+    with the same seed give the same batches, epoch after epoch.
     """
     tf = _tf()
     img = np.asarray(images)
-    img = img.astype(np.float32) / 255 if img.dtype == np.uint8 else img.astype(np.float32)
     if img.ndim == 3:
         img = img[..., None]
-    kp = np.asarray(keypoints, np.float32)
-    ds = tf.data.Dataset.from_tensor_slices((img, kp))
+    scale = 255.0 if img.dtype == np.uint8 else 1.0
+    ds = tf.data.Dataset.from_tensor_slices((img, np.asarray(keypoints, np.float32)))
     if shuffle:
         ds = ds.shuffle(len(img), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if config != AugmentConfig.none():
+    ds = ds.map(
+        lambda x, y: (tf.cast(x, tf.float32) / scale, y),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    if config is not None and config != AugmentConfig.none():
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(
             lambda batch, s: tf_augment(batch[0], batch[1], config, s),
@@ -879,24 +866,6 @@ class Spread:
     brightness: float
     contrast: float
     n_faces: int
-
-
-def head_tilt_deg(keypoints: np.ndarray) -> np.ndarray:
-    """Head tilt per face in degrees from the eye centres (NaN if one is missing).
-
-    The angle of the line from the right eye centre (image left) to the left eye centre (image
-    right), positive = counter-clockwise on screen, like :func:`affine`'s angle: rotating a face by
-    ``a`` degrees adds ``a`` to its tilt.
-    """
-    kp = np.asarray(keypoints, np.float64)
-    return np.degrees(np.arctan2(kp[:, 3] - kp[:, 1], kp[:, 0] - kp[:, 2]))
-
-
-def eye_distance(keypoints: np.ndarray) -> np.ndarray:
-    """Distance in pixels between the two eye centres per face (NaN if one is missing): the
-    face's size in the frame."""
-    kp = np.asarray(keypoints, np.float64)
-    return np.hypot(kp[:, 0] - kp[:, 2], kp[:, 1] - kp[:, 3])
 
 
 def sharpness(images: np.ndarray) -> np.ndarray:

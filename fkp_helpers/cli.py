@@ -45,20 +45,25 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     _silence_tf()
-    from fkp_helpers import train
+    from fkp_helpers import experiments
 
-    metrics = train.train_cli(
-        data_dir=args.data_dir, profile=args.profile, out=args.out, seed=args.seed
+    metrics = experiments.train_cli(
+        data_dir=args.data_dir,
+        profile=args.profile,
+        out=args.out,
+        seed=args.seed,
+        precision=args.precision,
     )
-    print(json.dumps({k: metrics[k] for k in ("val_rmse", "baseline_val_rmse", "train_seconds")}))
+    keys = ("val_rmse", "baseline_val_rmse", "test_rmse", "baseline_test_rmse", "train_seconds")
+    print(json.dumps({k: metrics[k] for k in keys}))
     return 0
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     _silence_tf()
-    from fkp_helpers import train
+    from fkp_helpers import experiments
 
-    train.submit_cli(
+    experiments.submit_cli(
         model_path=args.model, data_dir=args.data_dir, out=args.out, flip_average=args.flip
     )
     return 0
@@ -103,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="output directory for model.keras, history, metrics.json"
     )
     t.add_argument("--seed", type=int, default=None)
+    t.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+        help="Keras dtype policy (default: chosen from the hardware, and printed)",
+    )
     t.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("submit", help="predict the test set and write Kaggle's submission")

@@ -43,70 +43,19 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
-IMAGE_SIZE = 96
-"""Images are IMAGE_SIZE x IMAGE_SIZE pixels."""
-N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
-
-KEYPOINT_NAMES: tuple[str, ...] = (
-    "left_eye_center",
-    "right_eye_center",
-    "left_eye_inner_corner",
-    "left_eye_outer_corner",
-    "right_eye_inner_corner",
-    "right_eye_outer_corner",
-    "left_eyebrow_inner_end",
-    "left_eyebrow_outer_end",
-    "right_eyebrow_inner_end",
-    "right_eyebrow_outer_end",
-    "nose_tip",
-    "mouth_left_corner",
-    "mouth_right_corner",
-    "mouth_center_top_lip",
-    "mouth_center_bottom_lip",
+from fkp_helpers import synthetic
+from fkp_helpers.keypoints import (  # noqa: F401  (re-exported: the loaders' vocabulary)
+    CORE_INDICES,
+    CORE_KEYPOINTS,
+    FLIP_PAIRS,
+    FLIP_PERMUTATION,
+    FLIP_X_CONSTANT,
+    IMAGE_SIZE,
+    KEYPOINT_COLUMNS,
+    KEYPOINT_NAMES,
+    N_KEYPOINTS,
+    N_PIXELS,
 )
-"""The 15 keypoints in Kaggle's column order."""
-
-N_KEYPOINTS = len(KEYPOINT_NAMES)
-
-KEYPOINT_COLUMNS: tuple[str, ...] = tuple(f"{n}_{a}" for n in KEYPOINT_NAMES for a in ("x", "y"))
-"""The 30 coordinate columns in Kaggle's order: ``left_eye_center_x, left_eye_center_y, ...``."""
-
-CORE_KEYPOINTS: tuple[str, ...] = (
-    "left_eye_center",
-    "right_eye_center",
-    "nose_tip",
-    "mouth_center_bottom_lip",
-)
-"""The 4 keypoints labelled on (almost) every row; about 70% of rows carry only these."""
-
-CORE_INDICES: tuple[int, ...] = tuple(KEYPOINT_NAMES.index(n) for n in CORE_KEYPOINTS)
-
-
-def _flip_pairs() -> tuple[tuple[int, int], ...]:
-    pairs = []
-    for i, name in enumerate(KEYPOINT_NAMES):
-        if "left" in name:
-            twin = name.replace("left", "right")
-            pairs.append((i, KEYPOINT_NAMES.index(twin)))
-    return tuple(pairs)
-
-
-FLIP_PAIRS: tuple[tuple[int, int], ...] = _flip_pairs()
-"""(left, right) keypoint index pairs, e.g. ``(0, 1)`` for the eye centres."""
-
-
-def _flip_permutation() -> np.ndarray:
-    perm = np.arange(N_KEYPOINTS)
-    for a, b in FLIP_PAIRS:
-        perm[a], perm[b] = b, a
-    return perm
-
-
-FLIP_PERMUTATION: np.ndarray = _flip_permutation()
-"""Keypoint ``k`` of a mirrored face is keypoint ``FLIP_PERMUTATION[k]`` of the original."""
-
-FLIP_X_CONSTANT = IMAGE_SIZE - 1
-"""A horizontal flip maps x to ``FLIP_X_CONSTANT - x`` (pixel centres at integers: 95 - x)."""
 
 TRAINING_NAMES = ("training.csv", "training.zip")
 TEST_NAMES = ("test.csv", "test.zip")
@@ -206,6 +155,11 @@ def default_cache_dir() -> Path:
     return Path(tempfile.gettempdir()) / "fkp-cache"
 
 
+def synthetic_dir() -> Path:
+    """Where the default synthetic set lives: ``<cache dir>/synthetic-v<VERSION>``."""
+    return default_cache_dir() / f"synthetic-v{synthetic.VERSION}"
+
+
 KAGGLE_INPUT = Path("/kaggle/input") / COMPETITION
 """Where a Kaggle notebook mounts the competition's files; ``$FKP_KAGGLE_INPUT`` overrides it."""
 
@@ -259,9 +213,7 @@ def data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     mounted = kaggle_input_dir()  # a Kaggle notebook: the competition's files, read-only
     if mounted is not None:
         return mounted
-    from fkp_helpers import synthetic
-
-    d = synthetic.default_dir()
+    d = synthetic_dir()
     if str(d) not in _announced:
         _announced.add(str(d))
         print(

@@ -9,8 +9,9 @@ Two kinds of training rows dominate Kaggle's data: rows with the 4 core keypoint
 nose tip, bottom lip) and rows with all 15. :func:`population` tells them apart so that a table can
 report each separately, since a model can be good on one and poor on the other.
 
-The normalised errors divide each point's distance from its label by the face's inter-ocular
-distance (here: between the two labelled eye centres), so that a 2-pixel miss counts more on a
+The normalised errors divide each point's distance from its label by the distance between the
+face's two labelled eye centres (the 300-W benchmark's "inter-ocular" NME uses the outer eye
+corners instead: ``normaliser="outer_corners"``), so that a 2-pixel miss counts more on a
 small face than on a large one; PCK ("percentage of correct keypoints") is the fraction of points
 within a given fraction of that distance.
 """
@@ -27,10 +28,10 @@ import numpy as np
 import pandas as pd
 
 from fkp_helpers import data as fdata
-from fkp_helpers import train as ftrain
+from fkp_helpers import keypoints as K
 
 PCK_THRESHOLDS: tuple[float, ...] = (0.05, 0.1, 0.2)
-"""Default PCK thresholds, as fractions of the inter-ocular distance (about 36 px on Kaggle's
+"""Default PCK thresholds, as fractions of the eye-centre distance (about 36 px on Kaggle's
 faces: 1.8, 3.6 and 7.2 px)."""
 
 POPULATIONS: tuple[str, ...] = ("4 keypoints", "15 keypoints", "other")
@@ -39,11 +40,10 @@ POPULATIONS: tuple[str, ...] = ("4 keypoints", "15 keypoints", "other")
 MEAN_SHAPE = "mean shape"
 """Name of the baseline that predicts the training set's average face for every face."""
 
-_LEFT_EYE, _RIGHT_EYE = (
-    fdata.KEYPOINT_NAMES.index("left_eye_center"),
-    fdata.KEYPOINT_NAMES.index("right_eye_center"),
-)
-_NOSE = fdata.KEYPOINT_NAMES.index("nose_tip")
+NORMALISERS: tuple[str, ...] = ("eye_centres", "outer_corners")
+"""What a normalised error divides by: the distance between the eye **centres** (the book's
+NME: every Kaggle row has both) or between the **outer eye corners** (the 300-W benchmark's
+inter-ocular NME, comparable with published tables; only rows with both corners)."""
 
 
 def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
@@ -62,8 +62,7 @@ def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _points(keypoints: np.ndarray) -> np.ndarray:
-    k = np.asarray(keypoints, np.float64)
-    return k.reshape(*k.shape[:-1], fdata.N_KEYPOINTS, 2)
+    return K.as_points(np.asarray(keypoints, np.float64))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,16 +87,16 @@ def mse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Root mean squared error in pixels over every labelled coordinate: Kaggle's metric.
 
-    The same number as :func:`fkp_helpers.train.masked_rmse`, which the training loop reports.
+    The same number as :func:`fkp_helpers.keypoints.masked_rmse`, which the training loop reports.
     """
     t, p = _pair(y_true, y_pred)
-    return float(ftrain.masked_rmse(t, p)) if np.isfinite(t).any() else float("nan")
+    return K.masked_rmse(t, p) if np.isfinite(t).any() else float("nan")
 
 
 def per_keypoint_rmse(y_true: np.ndarray, y_pred: np.ndarray) -> pd.Series:
     """RMSE in pixels of each of the 15 keypoints (x and y pooled), indexed by keypoint name."""
     t, p = _pair(y_true, y_pred)
-    return pd.Series(ftrain.per_keypoint_rmse(t, p), name="rmse_px")
+    return pd.Series(K.per_keypoint_rmse(t, p), name="rmse_px")
 
 
 def face_rmse(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -137,29 +136,34 @@ def population(keypoints: np.ndarray) -> np.ndarray:
 # Normalised errors
 
 
-def interocular_distance(keypoints: np.ndarray) -> np.ndarray:
-    """Distance in pixels between the two labelled eye centres of each face, ``(N,)``; NaN when
-    an eye centre is missing."""
-    p = _points(keypoints)
-    if p.ndim == 2:
-        p = p[None]
-    d = p[:, _LEFT_EYE] - p[:, _RIGHT_EYE]
-    return np.hypot(d[:, 0], d[:, 1])
+def normaliser_distance(keypoints: np.ndarray, normaliser: str = "eye_centres") -> np.ndarray:
+    """Each face's normalising distance in pixels, ``(N,)``: between the eye centres
+    (:func:`~fkp_helpers.keypoints.eye_distance`) or the outer eye corners
+    (:func:`~fkp_helpers.keypoints.outer_eye_corner_distance`); NaN where a point is missing."""
+    k = np.atleast_2d(np.asarray(keypoints, np.float64))
+    if normaliser == "eye_centres":
+        return K.eye_distance(k)
+    if normaliser == "outer_corners":
+        return K.outer_eye_corner_distance(k)
+    raise ValueError(f"normaliser must be one of {NORMALISERS}, got {normaliser!r}")
 
 
-def normalised_errors(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Each point's error divided by the face's inter-ocular distance (from ``y_true``),
-    ``(N, 15)``, unitless; NaN where the point or an eye centre is unlabelled."""
+def normalised_errors(
+    y_true: np.ndarray, y_pred: np.ndarray, normaliser: str = "eye_centres"
+) -> np.ndarray:
+    """Each point's error divided by the face's :func:`normaliser_distance` (from ``y_true``),
+    ``(N, 15)``, unitless; NaN where the point or the normaliser is unlabelled."""
     t, p = _pair(y_true, y_pred)
-    iod = interocular_distance(t)
+    d = normaliser_distance(t, normaliser)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return point_errors(t, p) / np.where(iod > 0, iod, np.nan)[:, None]
+        return point_errors(t, p) / np.where(d > 0, d, np.nan)[:, None]
 
 
-def nme(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+def nme(y_true: np.ndarray, y_pred: np.ndarray, normaliser: str = "eye_centres") -> float:
     """Normalised mean error: the mean of :func:`normalised_errors` over every labelled point
-    (unitless; 0.05 means a typical miss of 5% of the eye distance)."""
-    e = normalised_errors(y_true, y_pred)
+    (unitless; 0.05 means a typical miss of 5% of the normalising distance). The default divides
+    by the eye-centre distance; ``normaliser="outer_corners"`` gives 300-W's inter-ocular NME."""
+    e = normalised_errors(y_true, y_pred, normaliser)
     return float(np.nanmean(e)) if np.isfinite(e).any() else float("nan")
 
 
@@ -167,7 +171,7 @@ def pck(
     y_true: np.ndarray, y_pred: np.ndarray, thresholds: Sequence[float] = PCK_THRESHOLDS
 ) -> dict[float, float]:
     """Percentage of correct keypoints: for each threshold t, the fraction (0-1) of labelled
-    points whose error is at most t inter-ocular distances."""
+    points whose error is at most t eye-centre distances."""
     e = normalised_errors(y_true, y_pred)
     e = e[np.isfinite(e)]
     return {float(t): float((e <= t).mean()) if e.size else float("nan") for t in thresholds}
@@ -182,7 +186,7 @@ def mean_shape_predictions(train_keypoints: np.ndarray, n: int) -> np.ndarray:
     faces, float32 ``(n, 30)``."""
     with warnings.catch_warnings():  # a column nobody labelled stays NaN, without a warning
         warnings.simplefilter("ignore", RuntimeWarning)
-        shape = ftrain.mean_shape(train_keypoints)
+        shape = K.mean_shape(train_keypoints)
     return np.broadcast_to(shape, (n, 2 * fdata.N_KEYPOINTS)).copy()
 
 
@@ -252,25 +256,23 @@ def per_keypoint_table(
 def pose_features(keypoints: np.ndarray) -> pd.DataFrame:
     """Head pose proxies from labelled keypoints (pixels), one row per face:
 
-    * ``yaw``: the nose tip's offset from the eye midpoint along the eye line, in inter-ocular
+    * ``yaw``: the nose tip's offset from the eye midpoint along the eye line, in eye-centre
       distances; 0 for a frontal face, positive when the nose is nearer the subject's left eye
       (the head turned towards the subject's left, the image's right).
-    * ``tilt_deg``: angle of the line from the right to the left eye centre, in degrees;
-      positive when the subject's left eye is lower in the image (y grows downwards).
-    * ``iod_px``: inter-ocular distance in pixels, the face's scale.
+    * ``tilt_deg``: :func:`~fkp_helpers.keypoints.head_tilt_deg`, degrees, counter-clockwise
+      positive on screen (the book's one convention).
+    * ``iod_px``: the eye-centre distance in pixels, the face's scale.
 
     NaN where an eye centre (or, for ``yaw``, the nose tip) is missing.
     """
     p = _points(keypoints)
-    le, re, nose = p[:, _LEFT_EYE], p[:, _RIGHT_EYE], p[:, _NOSE]
+    le, re, nose = p[:, K.LEFT_EYE], p[:, K.RIGHT_EYE], p[:, K.NOSE_TIP]
     d = le - re
-    iod = np.hypot(d[:, 0], d[:, 1])
+    iod = K.eye_distance(keypoints)
     with np.errstate(invalid="ignore", divide="ignore"):
         u = d / iod[:, None]
         yaw = ((nose - (le + re) / 2) * u).sum(axis=1) / iod
-    return pd.DataFrame(
-        {"yaw": yaw, "tilt_deg": np.degrees(np.arctan2(d[:, 1], d[:, 0])), "iod_px": iod}
-    )
+    return pd.DataFrame({"yaw": yaw, "tilt_deg": K.head_tilt_deg(keypoints), "iod_px": iod})
 
 
 def binned_error(
@@ -575,7 +577,7 @@ def error_distribution_figure(
     b.set(
         xlim=(0, 0.4),
         ylim=(0, 1),
-        xlabel="point error / inter-ocular distance",
+        xlabel="point error / eye-centre distance",
         ylabel="fraction of points within",
     )
     for ax in (a, b):
@@ -598,7 +600,7 @@ def pose_error_figure(
     cols = {
         "|yaw| (eye distances)": np.abs(features["yaw"].to_numpy()),
         "|tilt| (degrees)": np.abs(features["tilt_deg"].to_numpy()),
-        "inter-ocular distance (pixels)": features["iod_px"].to_numpy(),
+        "eye-centre distance (pixels)": features["iod_px"].to_numpy(),
     }
     colours = ["0.6", "#0072b2", "#d55e00", "#009e73"]
     fig, axes = plt.subplots(1, 3, figsize=size, sharey=True)

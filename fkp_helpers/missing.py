@@ -22,17 +22,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fkp_helpers.data import CORE_INDICES, KEYPOINT_COLUMNS, KEYPOINT_NAMES, N_KEYPOINTS
+from fkp_helpers.keypoints import (
+    CORE_INDICES,
+    KEYPOINT_COLUMNS,
+    KEYPOINT_NAMES,
+    N_KEYPOINTS,
+    mean_shape,
+    validate_keypoints,
+)
 
 STRATEGIES: tuple[str, ...] = ("drop", "ffill", "mean", "mask", "separate")
 """Names accepted by :func:`apply_strategy`."""
 
 
 def _as_keypoints(keypoints: np.ndarray) -> np.ndarray:
-    kp = np.asarray(keypoints, dtype=np.float32)
-    if kp.ndim != 2 or kp.shape[1] != 2 * N_KEYPOINTS:
-        raise ValueError(f"keypoints must have shape (N, {2 * N_KEYPOINTS}), got {kp.shape}")
-    return kp
+    return validate_keypoints(keypoints)
 
 
 def labelled_keypoints(keypoints: np.ndarray) -> np.ndarray:
@@ -78,27 +82,19 @@ def forward_fill(keypoints: np.ndarray) -> np.ndarray:
     return pd.DataFrame(kp).ffill().bfill().to_numpy(dtype=np.float32)
 
 
-def column_means(keypoints: np.ndarray) -> np.ndarray:
-    """Float32 ``(30,)``: the mean of each column over its labelled rows, in pixels.
-
-    Raises ValueError naming the column when a column has no labelled row.
-    """
-    kp = _as_keypoints(keypoints)
-    counts = np.isfinite(kp).sum(axis=0)
-    if (counts == 0).any():
-        j = int(np.flatnonzero(counts == 0)[0])
-        raise ValueError(f"column {KEYPOINT_COLUMNS[j]} has no labelled row to average")
-    return (np.nansum(kp, axis=0, dtype=np.float64) / counts).astype(np.float32)
-
-
 def mean_impute(keypoints: np.ndarray, means: np.ndarray | None = None) -> np.ndarray:
     """Replace each NaN by its column's mean: float32 ``(N, 30)`` pixels.
 
-    ``means`` (30 values, pixels) defaults to :func:`column_means` of ``keypoints`` itself; pass the
+    ``means`` (30 values, pixels) defaults to the mean shape of ``keypoints`` itself
+    (:func:`~fkp_helpers.keypoints.mean_shape`); a column nobody labelled has nothing to impute
+    from and raises ValueError naming it. Pass the
     training rows' means when imputing validation rows so that no information leaks across.
     """
     kp = _as_keypoints(keypoints)
-    m = column_means(kp) if means is None else np.asarray(means, dtype=np.float32)
+    m = mean_shape(kp) if means is None else np.asarray(means, dtype=np.float32)
+    if means is None and np.isnan(m).any():
+        j = int(np.flatnonzero(np.isnan(m))[0])
+        raise ValueError(f"column {KEYPOINT_COLUMNS[j]} has no labelled row to average")
     if m.shape != (kp.shape[1],):
         raise ValueError(f"means must have shape ({kp.shape[1]},), got {m.shape}")
     return np.where(np.isnan(kp), m[None, :], kp).astype(np.float32)

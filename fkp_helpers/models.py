@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from fkp_helpers.data import IMAGE_SIZE, N_KEYPOINTS
+from fkp_helpers.keypoints import IMAGE_SIZE, N_KEYPOINTS
 
 # ---------------------------------------------------------------------------------------------
 # Losses and metrics that skip missing labels
@@ -124,7 +124,7 @@ def baseline_cnn(dropout: float = 0.2, name: str = "baseline_cnn") -> keras.Mode
     regresses targets scaled to [-1, 1], mapped back to pixels inside the model).
     """
     inp = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
-    x = layers.Rescaling(1.0)(inp)
+    x = inp
     for ch in (32, 64, 128):
         x = layers.Conv2D(ch, 3, padding="same", activation="relu")(x)
         x = layers.MaxPooling2D()(x)

@@ -31,6 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from fkp_helpers import data as fdata
+from fkp_helpers.keypoints import (  # noqa: F401  (the affine maps live there)
+    KAGGLE_MEANS,
+    apply_affine,
+    flip_keypoints,
+    invert_affine,
+)
 
 CASCADE = "haarcascade_frontalface_default.xml"
 """OpenCV's frontal-face Haar cascade (shipped in ``cv2.data.haarcascades``)."""
@@ -68,10 +74,9 @@ box's size varies (interquartile range 0.92-1.08 of the frame), which the model'
 augmentation covers; :func:`predict_faces` with ``refine`` removes most of it."""
 
 EYES_96: dict[str, tuple[float, float]] = {
-    "left_eye_center": (66.36, 37.65),
-    "right_eye_center": (30.31, 37.98),
+    k: KAGGLE_MEANS[k] for k in ("left_eye_center", "right_eye_center")
 }
-"""Kaggle's mean eye centres in the 96x96 frame (pixels): where :func:`align_face` puts eyes."""
+"""Kaggle's mean eye centres (from :data:`fkp_helpers.keypoints.KAGGLE_MEANS`) in the 96x96 frame (pixels): where :func:`align_face` puts eyes."""
 
 PORTRAIT_MARKS: dict[str, tuple[float, float]] = {
     "left_eye_center": (247.0, 104.0),
@@ -400,20 +405,6 @@ def crop_face(photo: np.ndarray, crop: Crop) -> np.ndarray:
     return cv2.resize(square, (n, n), interpolation=interp)
 
 
-def apply_affine(keypoints: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Map keypoints ``(..., 30)`` (pixels) through a 2x3 affine matrix; NaN stays NaN."""
-    k = np.asarray(keypoints, np.float64)
-    pts = k.reshape(*k.shape[:-1], fdata.N_KEYPOINTS, 2)
-    out = pts @ np.asarray(matrix)[:, :2].T + np.asarray(matrix)[:, 2]
-    return out.reshape(k.shape)
-
-
-def invert_affine(matrix: np.ndarray) -> np.ndarray:
-    """The inverse of a 2x3 affine matrix, as a 2x3 matrix."""
-    full = np.vstack([np.asarray(matrix, np.float64), [0, 0, 1]])
-    return np.linalg.inv(full)[:2]
-
-
 def warp_face(gray: np.ndarray, matrix: np.ndarray, size: int = fdata.IMAGE_SIZE) -> np.ndarray:
     """Resample a grey photo through a 2x3 affine ``matrix`` (photo pixels to output pixels, pixel
     centres at integers) into a ``size`` x ``size`` uint8 image; edges repeat.
@@ -452,8 +443,6 @@ def predict_crops(model, crops: np.ndarray, flip_average: bool = False) -> np.nd
     milliseconds): what a one-face-at-a-time application wants. With ``flip_average`` the
     mirrored face's prediction is mapped back and averaged in.
     """
-    from fkp_helpers import train as ftrain
-
     x = np.asarray(crops)
     x = (x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32))[..., None]
     if flip_average:
@@ -465,7 +454,7 @@ def predict_crops(model, crops: np.ndarray, flip_average: bool = False) -> np.nd
     if not flip_average:
         return pred
     n = len(crops)
-    return (pred[:n] + ftrain.unflip_keypoints(pred[n:])) / 2
+    return (pred[:n] + flip_keypoints(pred[n:])) / 2
 
 
 @dataclass

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fkp_helpers import data as _data
+from fkp_helpers import keypoints as _kp
 
 VERSION = 1
 """Bump when the drawing or the files change: the default set lives in ``synthetic-v{VERSION}``."""
@@ -56,24 +56,8 @@ ALL_FEATURES_FRACTION = 1 / 3
 FILES = ("training.csv", "test.csv", "IdLookupTable.csv", "SampleSubmission.csv", "solution.csv")
 MARKER = "SYNTHETIC.md"
 
-KAGGLE_MEANS: dict[str, tuple[float, float]] = {
-    "left_eye_center": (66.36, 37.65),
-    "right_eye_center": (30.31, 37.98),
-    "left_eye_inner_corner": (59.16, 37.94),
-    "left_eye_outer_corner": (73.33, 37.71),
-    "right_eye_inner_corner": (36.65, 37.99),
-    "right_eye_outer_corner": (22.38, 38.03),
-    "left_eyebrow_inner_end": (56.07, 29.33),
-    "left_eyebrow_outer_end": (79.48, 29.73),
-    "right_eyebrow_inner_end": (39.32, 29.50),
-    "right_eyebrow_outer_end": (15.87, 30.43),
-    "nose_tip": (48.37, 62.72),
-    "mouth_left_corner": (63.29, 75.97),
-    "mouth_right_corner": (32.90, 76.18),
-    "mouth_center_top_lip": (47.98, 72.92),
-    "mouth_center_bottom_lip": (48.57, 78.97),
-}
-"""Kaggle's mean (x, y) per keypoint in pixels, over the rows that have it (calibration.md)."""
+KAGGLE_MEANS = _kp.KAGGLE_MEANS
+"""Kaggle's mean (x, y) per keypoint in pixels (kept in :mod:`fkp_helpers.keypoints`)."""
 
 # Kaggle's non-missing counts: out of the 2284 rows with more than the 4 core keypoints (non-core
 # keypoints), and out of all 7049 rows (core keypoints). They set the rare gaps' frequencies.
@@ -167,7 +151,7 @@ _NEGATED = ("roll", "yaw", "gaze_u", "light_x")
 def mirror(faces: Faces) -> Faces:
     """The parameters of the mirrored faces (flip x -> 95 - x, left and right swapped)."""
     changes = {name: -getattr(faces, name) for name in _NEGATED}
-    changes["cx"] = _data.FLIP_X_CONSTANT - faces.cx
+    changes["cx"] = _kp.FLIP_X_CONSTANT - faces.cx
     for a, b in _SWAPPED:
         changes[a], changes[b] = getattr(faces, b), getattr(faces, a)
     return replace(faces, **changes)
@@ -183,7 +167,7 @@ def sample_faces(rng: np.random.Generator, n: int) -> Faces:
     while have < n:
         batch = _sample_unchecked(rng, max(16, int((n - have) * 1.2)))
         kp = keypoints(batch)
-        ok = ((kp >= MARGIN) & (kp <= _data.FLIP_X_CONSTANT - MARGIN)).all(axis=1)
+        ok = ((kp >= MARGIN) & (kp <= _kp.FLIP_X_CONSTANT - MARGIN)).all(axis=1)
         kept.append(batch.take(np.flatnonzero(ok)))
         have += int(ok.sum())
     out = Faces(
@@ -288,7 +272,7 @@ def canonical_keypoints(f: Faces) -> np.ndarray:
         "mouth_center_bottom_lip": (mu, bottom_v),
     }
     return np.stack(
-        [np.stack(np.broadcast_arrays(*pts[k]), axis=-1) for k in _data.KEYPOINT_NAMES], axis=1
+        [np.stack(np.broadcast_arrays(*pts[k]), axis=-1) for k in _kp.KEYPOINT_NAMES], axis=1
     )
 
 
@@ -329,7 +313,7 @@ def render_float(f: Faces, noise: np.ndarray | None = None) -> np.ndarray:
     ``noise``: standard-normal float (N, 96, 96), scaled by each face's ``noise`` level; None
     draws without noise.
     """
-    out = np.empty((len(f), _data.IMAGE_SIZE, _data.IMAGE_SIZE), np.float32)
+    out = np.empty((len(f), _kp.IMAGE_SIZE, _kp.IMAGE_SIZE), np.float32)
     for start in range(0, len(f), _BATCH):
         idx = np.arange(start, min(start + _BATCH, len(f)))
         nz = None if noise is None else noise[idx]
@@ -358,7 +342,7 @@ class _Window:
         ry = k * (half_u * np.abs(s) + half_v * np.abs(c))
         w = int(np.ceil(2 * rx.max())) + 4
         h = int(np.ceil(2 * ry.max())) + 4
-        last = _data.IMAGE_SIZE - 1
+        last = _kp.IMAGE_SIZE - 1
         x0 = np.floor(ax - rx).astype(np.int64) - 1
         y0 = np.floor(ay - ry).astype(np.int64) - 1
         self.ix = np.clip(x0 + np.arange(w), 0, last)  # (n, 1, w)
@@ -381,7 +365,7 @@ def _bump(r2):
 
 def _render_batch(f: Faces, noise: np.ndarray | None) -> np.ndarray:
     n = len(f)
-    size = _data.IMAGE_SIZE
+    size = _kp.IMAGE_SIZE
     p = {fl.name: getattr(f, fl.name).astype(np.float32)[:, None, None] for fl in fields(f)}
     p["cos"], p["sin"] = np.cos(p["roll"]), np.sin(p["roll"])
     c, s, k = p["cos"], p["sin"], p["scale"]
@@ -542,11 +526,11 @@ def _keypoint_text(values: np.ndarray) -> list[bytes]:
 def _missing_mask(rng: np.random.Generator, n: int) -> np.ndarray:
     """Which keypoints are missing, bool (N, 15): Kaggle's structure, full rows first."""
     n_full = round(FULL_FRACTION * n)
-    missing = np.zeros((n, _data.N_KEYPOINTS), bool)
-    core = np.zeros(_data.N_KEYPOINTS, bool)
-    core[list(_data.CORE_INDICES)] = True
+    missing = np.zeros((n, _kp.N_KEYPOINTS), bool)
+    core = np.zeros(_kp.N_KEYPOINTS, bool)
+    core[list(_kp.CORE_INDICES)] = True
     missing[n_full:, ~core] = True
-    for k, name in enumerate(_data.KEYPOINT_NAMES):
+    for k, name in enumerate(_kp.KEYPOINT_NAMES):
         if core[k]:
             p = 1 - _KAGGLE_PRESENT[name] / _KAGGLE_ROWS
             missing[n_full:, k] |= rng.random(n - n_full) < p * _KAGGLE_ROWS / (
@@ -587,7 +571,7 @@ def generate(
     kp = keypoints(faces)
     missing = _missing_mask(np.random.default_rng([seed, 2]), n_train)
 
-    header = ",".join(_data.TRAINING_COLUMNS).encode()
+    header = ",".join((*_kp.KEYPOINT_COLUMNS, "Image")).encode()
     labels = kp[:n_train].copy()
     labels[np.repeat(missing, 2, axis=1)] = np.nan
     rows = [header]
@@ -600,15 +584,15 @@ def generate(
     _write(out / "test.csv", test_rows)
 
     n_all = round(ALL_FEATURES_FRACTION * n_test)
-    core_cols = [c for c in _data.KEYPOINT_COLUMNS if c.rsplit("_", 1)[0] in _data.CORE_KEYPOINTS]
+    core_cols = [c for c in _kp.KEYPOINT_COLUMNS if c.rsplit("_", 1)[0] in _kp.CORE_KEYPOINTS]
     lookup, sample, solution = [b"RowId,ImageId,FeatureName,Location"], [], []
     row_id = 0
     for i in range(n_test):
-        for col in _data.KEYPOINT_COLUMNS if i < n_all else core_cols:
+        for col in _kp.KEYPOINT_COLUMNS if i < n_all else core_cols:
             row_id += 1
             lookup.append(b"%d,%d,%s" % (row_id, i + 1, col.encode()))
             sample.append(b"%d,0" % row_id)
-            value = kp[n_train + i, _data.KEYPOINT_COLUMNS.index(col)]
+            value = kp[n_train + i, _kp.KEYPOINT_COLUMNS.index(col)]
             solution.append(b"%d,%s" % (row_id, _keypoint_text(np.array([value]))[0]))
     _write(out / "IdLookupTable.csv", lookup, b"\r\n")  # Kaggle's file has Windows line ends
     _write(out / "SampleSubmission.csv", [b"RowId,Location", *sample])
@@ -633,11 +617,6 @@ Regenerate with `python -c "from fkp_helpers import synthetic; synthetic.generat
     return out
 
 
-def default_dir() -> Path:
-    """Where the default synthetic set lives: ``<cache dir>/synthetic-v<VERSION>``."""
-    return _data.default_cache_dir() / f"synthetic-v{VERSION}"
-
-
 def is_complete(d: str | os.PathLike) -> bool:
     """True if ``d`` holds a whole synthetic set (all files and the marker)."""
     d = Path(d)
@@ -645,18 +624,18 @@ def is_complete(d: str | os.PathLike) -> bool:
 
 
 def ensure(
-    d: str | os.PathLike | None = None,
+    d: str | os.PathLike,
     *,
     n_train: int = DEFAULT_N_TRAIN,
     n_test: int = DEFAULT_N_TEST,
     seed: int = DEFAULT_SEED,
 ) -> Path:
-    """Make sure ``d`` (default :func:`default_dir`) holds a synthetic set; generate it if not.
+    """Make sure ``d`` holds a synthetic set; generate it if not.
 
     The set is written into a temporary directory beside ``d`` and renamed into place, so
     processes racing to create it, or a run killed half-way, never leave a partial set at ``d``.
     """
-    d = Path(d) if d is not None else default_dir()
+    d = Path(d)
     if is_complete(d):
         return d
     d.parent.mkdir(parents=True, exist_ok=True)

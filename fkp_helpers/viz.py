@@ -23,7 +23,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from fkp_helpers.data import IMAGE_SIZE, KEYPOINT_COLUMNS, KEYPOINT_NAMES, N_KEYPOINTS
+from fkp_helpers.keypoints import (
+    IMAGE_SIZE,
+    KEYPOINT_COLUMNS,
+    KEYPOINT_NAMES,
+    N_KEYPOINTS,
+    as_points,
+)
 
 
 def keypoint_side(name: str) -> str:
@@ -65,7 +71,7 @@ def _as_points(keypoints: np.ndarray) -> np.ndarray:
     kp = np.asarray(keypoints, dtype=np.float64)
     if kp.shape[-1] != 2 * N_KEYPOINTS:
         raise ValueError(f"keypoints must end in {2 * N_KEYPOINTS} values, got shape {kp.shape}")
-    return kp.reshape(*kp.shape[:-1], N_KEYPOINTS, 2)
+    return as_points(kp)
 
 
 def _show_image(ax: Axes, image: np.ndarray) -> None:

@@ -498,7 +498,7 @@ def test_without_data_the_synthetic_set_is_used_and_announced_once(tmp_path, mon
     monkeypatch.setattr(data, "_announced", set())
     d = data.data_dir()
     first = capsys.readouterr().err
-    assert d == synthetic.default_dir() and synthetic.is_complete(d)
+    assert d == data.synthetic_dir() and synthetic.is_complete(d)
     assert "SYNTHETIC" in first and str(d) in first
     train = data.load_training()
     assert capsys.readouterr().err == ""

@@ -75,7 +75,7 @@ def test_normalised_error_divides_by_the_eye_distance_and_pck_counts_within():
     p = y.copy()
     p[0, 20] += 2.0  # nose 2 px off: 0.05 eye distances
     p[0, 28] += 8.0  # lip 8 px off: 0.2 eye distances
-    assert evaluate.interocular_distance(y)[0] == pytest.approx(40.0)
+    assert evaluate.normaliser_distance(y)[0] == pytest.approx(40.0)
     ne = evaluate.normalised_errors(y, p)[0]
     assert ne[10] == pytest.approx(0.05) and ne[14] == pytest.approx(0.2) and ne[0] == 0
     assert np.isnan(ne[2])  # unlabelled keypoint
@@ -114,7 +114,7 @@ def test_pose_features_of_a_frontal_a_turned_and_a_tilted_face():
     tilted = _face(eye_left=(68, 78), eye_right=(28, 38))  # left eye lower in the image
     f = evaluate.pose_features(np.stack([frontal, turned, tilted]))
     assert f["yaw"].tolist()[:2] == pytest.approx([0.0, 0.25])
-    assert f["tilt_deg"].tolist() == pytest.approx([0.0, 0.0, 45.0])
+    assert f["tilt_deg"].tolist() == pytest.approx([0.0, 0.0, -45.0])  # counter-clockwise positive
     assert f["iod_px"].tolist() == pytest.approx([40, 40, 40 * math.sqrt(2)])
 
 

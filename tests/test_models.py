@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fkp_helpers import models, train
+from fkp_helpers import models, training
 from fkp_helpers.data import FLIP_PAIRS, N_KEYPOINTS
 
 
@@ -81,7 +81,7 @@ def test_flip_averaging_of_a_mirror_symmetric_face_gives_symmetric_points():
     half = rng.integers(0, 256, (2, 96, 48), dtype=np.uint8)
     img = np.concatenate([half, half[:, :, ::-1]], axis=2)  # mirror-symmetric about x = 47.5
     net = models.keypoint_resnet((16, 16, 16, 16))
-    k = train.predict_keypoints(net, img, flip_average=True).reshape(2, N_KEYPOINTS, 2)
+    k = training.predict_keypoints(net, img, flip_average=True).reshape(2, N_KEYPOINTS, 2)
     for left, right in FLIP_PAIRS:
         np.testing.assert_allclose(k[:, left, 0], 95 - k[:, right, 0], atol=1e-3)
         np.testing.assert_allclose(k[:, left, 1], k[:, right, 1], atol=1e-3)

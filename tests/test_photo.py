@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fkp_helpers import data, photo, train
+from fkp_helpers import data, experiments, photo
 
 MARKS = photo.PORTRAIT_MARKS
 
@@ -359,7 +359,7 @@ def _trained_model_path() -> Path | None:
     env = os.environ.get("FKP_MODEL")
     if env:
         return Path(env)
-    runs = sorted(train.runs_dir().glob("reference-full-*/model.keras"))
+    runs = sorted(experiments.runs_dir().glob("reference-full-*/model.keras"))
     return runs[-1] if runs else None
 
 

@@ -1,0 +1,353 @@
+"""The training loop that chapter 5 writes out: schedule, ``compile``, callbacks, ``fit``, measure.
+
+Chapter 5 shows this code cell by cell; this module is the tested copy that ``fkp train``, the
+comparison runs and the tests call. The bookkeeping around it (profiles, saved runs, the
+comparison recipes, the command-line entry points) lives in :mod:`fkp_helpers.experiments`.
+
+Images are uint8 ``(N, 96, 96)``; keypoints float32 ``(N, 30)`` pixels with NaN for missing
+labels (the masked loss skips them). Every run is measured on the validation rows (which choose
+the best epoch and flip averaging) and, when given, on test rows that no choice reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from fkp_helpers import augment, models
+from fkp_helpers.keypoints import N_KEYPOINTS, flip_keypoints, masked_rmse, mean_shape
+from fkp_helpers.keypoints import per_keypoint_rmse as _per_keypoint_rmse
+from fkp_helpers.seeding import DEFAULT_SEED, seed_everything
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How long and how big a training run is (the named profiles are in
+    :data:`fkp_helpers.experiments.PROFILES`; ``quick`` is what CI and nbval run)."""
+
+    name: str
+    epochs: int
+    batch_size: int = 32
+    learning_rate: float = 2e-3  # the peak, reached after the warm-up
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    widths: tuple[int, int, int, int] = (32, 64, 128, 256)
+    max_train_rows: int | None = None  # a subset, for the quick profile
+    max_val_rows: int | None = None
+    time_limit_s: float | None = None  # a guard: stop after this many seconds of training
+
+
+def training_augment_config() -> augment.AugmentConfig:
+    """The augmentation the course's training uses: chapter 4's measured ranges at about 70% of
+    their strength (rotation 7 degrees, scale 0.90-1.11, shift 3 px, brightness 0.12, contrast
+    0.3; flip, noise and blur as chapter 4's defaults). On a CPU budget of minutes the network
+    cannot fit the full ranges; chapter 5 measures both, and the book quotes these numbers from
+    this function."""
+    return replace(
+        augment.AugmentConfig(),
+        rotation_deg=7.0,
+        scale=(0.9, 1.11),
+        translate_px=3.0,
+        brightness=0.12,
+        contrast=0.3,
+    )
+
+
+def build_model(kind: str, profile: Profile, n_keypoints: int = N_KEYPOINTS) -> keras.Model:
+    """``"resnet"`` (the course's residual heatmap network, at the profile's widths) or
+    ``"baseline"`` (the classic conv-then-dense regressor)."""
+    if kind == "resnet":
+        return models.keypoint_resnet(widths=profile.widths, n_keypoints=n_keypoints)
+    if kind == "baseline":
+        if n_keypoints != N_KEYPOINTS:
+            raise ValueError("the baseline CNN predicts all 15 keypoints")
+        return models.baseline_cnn()
+    raise ValueError(f"unknown model {kind!r}: expected 'resnet' or 'baseline'")
+
+
+# ---------------------------------------------------------------------------------------------
+# The pieces chapter 5 writes out
+
+
+def warmup_cosine(peak: float, total_steps: int, warmup_steps: int):
+    """Learning rate per step: a linear warm-up from ``peak / 10`` to ``peak`` over
+    ``warmup_steps``, then a cosine decay to ``peak / 100`` at ``total_steps``."""
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=peak * 0.1,
+        decay_steps=max(1, total_steps - warmup_steps),
+        warmup_target=peak,
+        warmup_steps=warmup_steps,
+        alpha=0.01,
+    )
+
+
+def compile_model(net: keras.Model, learning_rate, weight_decay: float = 1e-4) -> keras.Model:
+    """Compile with AdamW (Adam with decoupled weight decay), the masked loss and the masked
+    RMSE metric. ``learning_rate``: a number or a schedule such as :func:`warmup_cosine`."""
+    net.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
+        loss=models.masked_mse,
+        metrics=[models.MaskedRMSE(name="rmse")],
+    )
+    return net
+
+
+class KeepBestWeights(keras.callbacks.Callback):
+    """Remember the weights of the epoch with the lowest ``monitor`` and restore them at the end
+    of training (in memory: no checkpoint file)."""
+
+    def __init__(self, monitor: str = "val_rmse"):
+        super().__init__()
+        self.monitor = monitor
+
+    def on_train_begin(self, logs=None):
+        self.best, self.best_epoch, self.best_weights = np.inf, -1, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value < self.best:
+            self.best, self.best_epoch = float(value), epoch
+            self.best_weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stop before an epoch that would end past ``limit_s`` seconds of training."""
+
+    def __init__(self, limit_s: float):
+        super().__init__()
+        self.limit_s = limit_s
+
+    def on_train_begin(self, logs=None):
+        self.t0 = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.e0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        if now - self.t0 + (now - self.e0) > self.limit_s:
+            print(f"\nstopping: the next epoch would pass the {self.limit_s:.0f} s time limit")
+            self.model.stop_training = True
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions
+
+
+def predict_keypoints(
+    model, images: np.ndarray, *, flip_average: bool = False, batch_size: int = 64
+) -> np.ndarray:
+    """Predict keypoints (float32 ``(N, 30)``, pixels) for uint8 or [0, 1] images ``(N, 96, 96)``.
+
+    With ``flip_average`` the model also sees each mirrored face; the mirror's points are mapped
+    back (:func:`~fkp_helpers.keypoints.flip_keypoints`) and averaged with the direct prediction.
+    """
+    x = np.asarray(images)
+    x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    if x.ndim == 3:
+        x = x[..., None]
+    pred = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float32)
+    if not flip_average:
+        return pred
+    flipped = np.asarray(model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0), np.float32)
+    return (pred + flip_keypoints(flipped)) / 2
+
+
+# ---------------------------------------------------------------------------------------------
+# One run
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (``resource`` on Linux and macOS,
+    psutil's peak working set on Windows)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        import psutil
+
+        info = psutil.Process().memory_info()
+        return getattr(info, "peak_wset", info.rss) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KB on Linux
+
+
+@dataclass
+class RunResult:
+    """A finished run: the Keras model, its per-epoch history and its metrics (see metrics.json)."""
+
+    model: object
+    history: dict
+    metrics: dict
+    out_dir: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def measure(model, images, keypoints, idx, train_keypoints, part: str) -> dict:
+    """RMSE (pixels) of ``model`` on rows ``idx``, with and without flip averaging, per keypoint,
+    and the mean shape of ``train_keypoints`` on the same rows; keys prefixed by ``part``."""
+    y = keypoints[idx]
+    pred = predict_keypoints(model, images[idx])
+    pred_flip = predict_keypoints(model, images[idx], flip_average=True)
+    base = np.broadcast_to(mean_shape(train_keypoints), y.shape)
+    return {
+        f"{part}_rmse": masked_rmse(y, pred),
+        f"{part}_rmse_flip_average": masked_rmse(y, pred_flip),
+        f"{part}_rmse_per_keypoint": _per_keypoint_rmse(y, pred),
+        f"baseline_{part}_rmse": masked_rmse(y, base),
+        f"n_{part}": int(len(idx)),
+    }
+
+
+def train_model(
+    images: np.ndarray,
+    keypoints: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    test_idx: np.ndarray | None = None,
+    *,
+    profile: Profile,
+    model: str = "resnet",
+    augment_config="default",
+    seed: int = DEFAULT_SEED,
+    distribute=None,
+    out_dir: str | os.PathLike | None = None,
+    verbose: int | str = "auto",
+    precision: str = "auto",
+    val_keypoints: np.ndarray | None = None,
+    deterministic_ops: bool = False,
+) -> RunResult:
+    """Train one model and measure it (the code chapter 5 writes out, in one function).
+
+    images: uint8 (N, 96, 96); keypoints: float32 (N, 30) pixels, NaN = missing (the masked
+    loss skips them; a caller who filled them in trains on the filled values). Validation and
+    test scores always use ``val_keypoints`` (default: ``keypoints``) with its true NaNs, so
+    filled labels never flatter a recipe. The best epoch and the flip-averaging choice are made
+    on the validation rows; ``test_idx`` rows are only measured.
+
+    ``augment_config``: ``"default"`` (:func:`training_augment_config`), ``None`` or an
+    :class:`~fkp_helpers.augment.AugmentConfig`. ``distribute``: an optional ``tf.distribute``
+    strategy (e.g. ``MirroredStrategy()`` for several GPUs); the code path is the same.
+
+    Global state, set on purpose: ``precision`` sets Keras's global dtype policy
+    (:func:`fkp_helpers.precision.set_global_precision_policy`), and ``deterministic_ops=True``
+    turns on TensorFlow's op determinism for the rest of the process (bitwise repeatable, slower).
+    """
+    from fkp_helpers.precision import set_global_precision_policy
+
+    if deterministic_ops:
+        from fkp_helpers.seeding import enable_op_determinism
+
+        enable_op_determinism()
+    rng = seed_everything(seed)
+    prec = set_global_precision_policy(precision)
+    train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
+    if profile.max_train_rows and len(train_idx) > profile.max_train_rows:
+        train_idx = np.sort(rng.choice(train_idx, profile.max_train_rows, replace=False))
+    if profile.max_val_rows and len(val_idx) > profile.max_val_rows:
+        val_idx = np.sort(rng.choice(val_idx, profile.max_val_rows, replace=False))
+    if test_idx is not None and profile.max_val_rows and len(test_idx) > profile.max_val_rows:
+        test_idx = np.sort(rng.choice(test_idx, profile.max_val_rows, replace=False))
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise ValueError(
+            f"training needs rows on both sides: {len(train_idx)} train, {len(val_idx)} validation"
+        )
+    if augment_config == "default":
+        augment_config = training_augment_config()
+    y_true = keypoints if val_keypoints is None else val_keypoints
+    n_kp = keypoints.shape[1] // 2
+
+    bs = profile.batch_size
+    steps = max(1, len(train_idx) // bs)
+    train_ds = augment.augmented_dataset(
+        images[train_idx],
+        keypoints[train_idx],
+        augment_config,
+        batch_size=bs,
+        seed=seed,
+        repeat=True,
+        drop_remainder=True,
+    )
+    val_ds = augment.augmented_dataset(
+        images[val_idx], y_true[val_idx], None, batch_size=64, shuffle=False
+    )
+    schedule = warmup_cosine(
+        profile.learning_rate, steps * profile.epochs, int(steps * profile.warmup_epochs)
+    )
+
+    def build_and_compile():
+        return compile_model(build_model(model, profile, n_kp), schedule, profile.weight_decay)
+
+    if distribute is not None:
+        with distribute.scope():
+            net = build_and_compile()
+    else:
+        net = build_and_compile()
+
+    keep = KeepBestWeights("val_rmse")
+    callbacks = [keep]
+    if profile.time_limit_s:
+        callbacks.append(TimeLimit(profile.time_limit_s))
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        callbacks.append(keras.callbacks.CSVLogger(str(out / "history.csv")))
+    if verbose == "auto":
+        verbose = 2 if "ipykernel" in sys.modules else 1
+
+    t0 = time.perf_counter()
+    hist = net.fit(
+        train_ds,
+        epochs=profile.epochs,
+        steps_per_epoch=steps,
+        validation_data=val_ds,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    seconds = time.perf_counter() - t0
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    epochs_run = len(history.get("loss", []))
+
+    train_kp = keypoints[train_idx]
+    metrics = measure(net, images, y_true, val_idx, train_kp, "val")
+    metrics["flip_average"] = metrics["val_rmse_flip_average"] < metrics["val_rmse"]
+    if test_idx is not None and len(test_idx):
+        metrics.update(measure(net, images, y_true, np.asarray(test_idx), train_kp, "test"))
+        metrics["test_rmse_chosen"] = metrics[
+            "test_rmse_flip_average" if metrics["flip_average"] else "test_rmse"
+        ]
+    metrics.update(
+        {
+            "ratio_to_baseline": metrics["val_rmse"] / metrics["baseline_val_rmse"],
+            "train_seconds": round(seconds, 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "seed": seed,
+            "profile": profile.name,
+            "model": model,
+            "precision": prec,
+            "params": int(net.count_params()),
+            "epochs_run": epochs_run,
+            "best_epoch": int(keep.best_epoch) + 1,
+            "n_train": int(len(train_idx)),
+            "augment": None if augment_config is None else asdict(augment_config),
+            "train_images_per_second": round(steps * bs * epochs_run / seconds, 1),
+        }
+    )
+    if out is not None:
+        net.save(out / "model.keras")
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return RunResult(net, history, metrics, out)
