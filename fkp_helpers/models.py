@@ -142,18 +142,18 @@ BN_MOMENTUM = 0.9
 rates, and slow statistics (Keras's default 0.99) make inference lag behind training."""
 
 
-def _conv_bn(x, ch, kernel=3, stride=1, relu=True):
+def conv_bn(x, ch, kernel=3, stride=1, relu=True):
     x = layers.Conv2D(ch, kernel, strides=stride, padding="same", use_bias=False)(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     return layers.ReLU()(x) if relu else x
 
 
-def _res_block(x, ch, stride=1):
+def residual_block(x, ch, stride=1):
     shortcut = x
-    y = _conv_bn(x, ch, 3, stride)
-    y = _conv_bn(y, ch, 3, 1, relu=False)
+    y = conv_bn(x, ch, 3, stride)
+    y = conv_bn(y, ch, 3, 1, relu=False)
     if stride != 1 or x.shape[-1] != ch:
-        shortcut = _conv_bn(x, ch, 1, stride, relu=False)
+        shortcut = conv_bn(x, ch, 1, stride, relu=False)
     return layers.ReLU()(layers.Add()([y, shortcut]))
 
 
@@ -170,25 +170,25 @@ def keypoint_resnet(
     """
     inp = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
     x = Standardize()(inp)
-    x = _conv_bn(x, widths[0], 3, 2)  # 48x48
-    x = _res_block(x, widths[0])
-    x = _res_block(x, widths[1], 2)  # 24x24
+    x = conv_bn(x, widths[0], 3, 2)  # 48x48
+    x = residual_block(x, widths[0])
+    x = residual_block(x, widths[1], 2)  # 24x24
     for _ in range(blocks[0] - 1):
-        x = _res_block(x, widths[1])
+        x = residual_block(x, widths[1])
     s24 = x
-    x = _res_block(x, widths[2], 2)  # 12x12
+    x = residual_block(x, widths[2], 2)  # 12x12
     for _ in range(blocks[1] - 1):
-        x = _res_block(x, widths[2])
+        x = residual_block(x, widths[2])
     s12 = x
-    x = _res_block(x, widths[3], 2)  # 6x6: sees the whole face
+    x = residual_block(x, widths[3], 2)  # 6x6: sees the whole face
     for _ in range(blocks[2] - 1):
-        x = _res_block(x, widths[3])
+        x = residual_block(x, widths[3])
     x = layers.UpSampling2D(interpolation="bilinear")(x)
-    x = layers.Add()([_conv_bn(x, widths[2], 1, relu=False), s12])
-    x = _conv_bn(x, widths[2], 3)
+    x = layers.Add()([conv_bn(x, widths[2], 1, relu=False), s12])
+    x = conv_bn(x, widths[2], 3)
     x = layers.UpSampling2D(interpolation="bilinear")(x)
-    x = layers.Add()([_conv_bn(x, widths[1], 1, relu=False), s24])
-    x = _conv_bn(x, widths[1], 3)
+    x = layers.Add()([conv_bn(x, widths[1], 1, relu=False), s24])
+    x = conv_bn(x, widths[1], 3)
     heat = layers.Conv2D(n_keypoints, 1, dtype="float32", name="heatmaps")(x)
     out = SoftArgmax2D(stride=4, dtype="float32", name="keypoints")(heat)
     return keras.Model(inp, out, name=name)
