@@ -12,7 +12,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
@@ -100,8 +99,9 @@ def test_installs_without_deps_then_only_what_is_missing(shell, monkeypatch, cap
     monkeypatch.setattr(importlib.util, "find_spec", fake_find_spec)
     run_cell(ic.cell_source())
     assert shell.calls == [
-        ("pip", "install --quiet --no-deps /some/checkout"),
-        ("pip", "install --quiet opencv-python-headless"),  # not tensorflow: it is here
+        ("pip", 'install --quiet --no-deps "/some/checkout"'),
+        # with pyproject's bounds, quoted for the shell; not tensorflow: it is here
+        ("pip", 'install --quiet "opencv-python-headless>=4.8,<5"'),
     ]
     out = capsys.readouterr().out
     assert "installed the course package from /some/checkout and opencv-python-headless" in out
@@ -116,9 +116,13 @@ def test_default_source_is_the_repository_of_config():
 
 
 def test_dependencies_are_the_package_dependencies_and_tensorflow():
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    names = {Requirement(d).name for d in deps}
-    assert set(ic.DEPENDENCIES.values()) == names | {"tensorflow"}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = set(project["dependencies"]) | set(project["optional-dependencies"]["tensorflow"])
+    needed = ic.dependencies()
+    assert set(needed.values()) == reqs
+    assert needed["tensorflow"].startswith("tensorflow>=") and needed["cv2"].startswith("opencv")
+    for name in needed:  # every import name is real (all are installed here)
+        assert importlib.util.find_spec(name) is not None, name
 
 
 def test_script_is_idempotent_and_checks(tmp_path, capsys):

@@ -27,8 +27,8 @@ TAG = "fkp-install"
 TAGS = ["remove-cell", TAG]
 CELL_ID = "fkp-install"
 
-# import name -> distribution, for the package's own dependencies (pyproject.toml) and TensorFlow
-DEPENDENCIES: dict[str, str] = {
+# distribution -> import name, for the package's own dependencies (pyproject.toml) and TensorFlow
+IMPORT_NAMES: dict[str, str] = {
     "tensorflow": "tensorflow",
     "keras": "keras",
     "numpy": "numpy",
@@ -36,12 +36,37 @@ DEPENDENCIES: dict[str, str] = {
     "scipy": "scipy",
     "matplotlib": "matplotlib",
     "seaborn": "seaborn",
-    "PIL": "pillow",
-    "cv2": "opencv-python-headless",
-    "skimage": "scikit-image",
+    "pillow": "PIL",
+    "opencv-python-headless": "cv2",
+    "scikit-image": "skimage",
     "tqdm": "tqdm",
     "psutil": "psutil",
 }
+
+
+def dependencies(pyproject: Path = ROOT / "pyproject.toml") -> dict[str, str]:
+    """Import name -> requirement, from pyproject.toml: TensorFlow (its extra) first, then the rest.
+
+    The cell installs a requirement only when its import name is missing, with the version bounds
+    that pyproject.toml gives, so what it adds agrees with the package.
+    """
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads(pyproject.read_text())["project"]
+    reqs = [
+        *project.get("optional-dependencies", {}).get("tensorflow", []),
+        *project["dependencies"],
+    ]
+    out = {}
+    for text in reqs:
+        name = Requirement(text).name
+        if name not in IMPORT_NAMES:
+            raise SystemExit(f"{pyproject}: add {name}'s import name to IMPORT_NAMES in {__file__}")
+        out[IMPORT_NAMES[name]] = text
+    return out
+
 
 TEMPLATE = """\
 # Course setup: where the course package is missing (Colab, Kaggle, a bare Jupyter), install it
@@ -59,12 +84,12 @@ except ImportError:
     repository = "{source}"
     source = os.environ.get("FKP_INSTALL_SOURCE") or repository
     needed = {needed}
-    missing = [dist for name, dist in needed.items() if find_spec(name) is None]
     # The package without its dependencies, then only the missing ones: nothing installed moves.
-    for args in (f"--no-deps {{source}}", " ".join(missing)):
-        if args:
-            print(f"fkp: pip install {{args}}")
-            get_ipython().run_line_magic("pip", f"install --quiet {{args}}")
+    missing = [req for name, req in needed.items() if find_spec(name) is None]
+    steps = [f'--no-deps "{{source}}"'] + ([" ".join(f'"{{r}}"' for r in missing)] if missing else [])
+    for args in steps:
+        print(f"fkp: pip install {{args}}")
+        get_ipython().run_line_magic("pip", f"install --quiet {{args}}")
     invalidate_caches()
     import fkp_helpers
 
@@ -95,7 +120,7 @@ def _dict_literal(d: dict[str, str]) -> str:
 def cell_source(source: str | None = None) -> str:
     """The install cell's code, installing from ``source`` (default: the repository)."""
     return TEMPLATE.format(
-        source=source or repository_source(), needed=_dict_literal(DEPENDENCIES)
+        source=source or repository_source(), needed=_dict_literal(dependencies())
     ).rstrip("\n")
 
 
