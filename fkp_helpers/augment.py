@@ -2,13 +2,14 @@
 
 Every transform works on a batch: images float32 in [0, 1], shape (B, 96, 96) or (B, 96, 96, 1);
 keypoints float32 (B, 30) in pixels, Kaggle's column order, NaN where missing. Coordinates follow
-:mod:`fkp_helpers.data`: pixel centres at integer coordinates, x to the right, y down, so the image
-covers [-0.5, 95.5] on each axis and its centre is (47.5, 47.5).
+:mod:`fkp_helpers.keypoints`, the one home of the frame, the flip and the affine maps: pixel
+centres at integer coordinates, x to the right, y down, so the image covers [-0.5, 95.5] on each
+axis (``keypoints.FRAME``) and its centre is (47.5, 47.5) (``keypoints.CENTRE``).
 
 Geometry
     * :func:`hflip` mirrors x to ``95 - x`` and swaps left/right names with
-      :data:`fkp_helpers.data.FLIP_PERMUTATION` (the mirrored face's left eye was the original's
-      right eye). It reverses pixel columns exactly: no resampling.
+      :data:`fkp_helpers.keypoints.FLIP_PERMUTATION` (the mirrored face's left eye was the
+      original's right eye). It reverses pixel columns exactly: no resampling.
     * :func:`affine` rotates (degrees, positive = counter-clockwise on screen), scales (factor > 1
       enlarges the face) about the image centre (47.5, 47.5), then translates (pixels, +x right,
       +y down), in ONE bilinear resampling per image.
@@ -21,8 +22,8 @@ Geometry
 Missing and out-of-frame keypoints
     A missing keypoint (NaN) stays missing. After a geometric transform is applied to a face, any
     of its keypoints whose x or y lies outside the image, [-0.5, 95.5], becomes missing (x and y
-    both NaN): a label that no pixel shows is never passed to the loss. Faces that a geometric
-    transform does not touch keep their labels unchanged.
+    both NaN, ``keypoints.mark_outside``): a label that no pixel shows is never passed to the
+    loss. Faces that a geometric transform does not touch keep their labels unchanged.
 
 Photometry
     Brightness adds a grey-level offset, contrast scales about the image's own mean, gaussian noise

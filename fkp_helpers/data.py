@@ -1,12 +1,16 @@
 """Kaggle's Facial Keypoints Detection files: constants, loaders, validation, cache, submissions.
 
-Coordinates are pixels in the 96x96 frame, pixel centres at integer coordinates, x to the right,
-y down. "Left" is the subject's left, which appears on the image's right. A horizontal flip maps
-x to ``95 - x`` and swaps left/right names (see :data:`FLIP_PERMUTATION`).
+Coordinates, names and the frame come from :mod:`fkp_helpers.keypoints` (re-exported here):
+pixels, pixel centres at integer coordinates, x to the right, y down, the image covering
+[-0.5, 95.5]; "left" is the subject's left; a horizontal flip maps x to ``95 - x``. A label read
+from a file must lie in :data:`~fkp_helpers.keypoints.LABEL_RANGE` (the frame and the half pixel
+Kaggle's annotators overhang it); a submission's values are clipped into the frame.
 
-The data directory is, in order: the ``data_dir`` argument, ``$FKP_DATA_DIR``, ``./data/``. When
-none of them holds Kaggle's files, the loaders fall back to a small synthetic set in Kaggle's exact
-format (:mod:`fkp_helpers.synthetic`) and say so once.
+The data directory is, in order (:func:`data_dir`): the ``data_dir`` argument,
+``$FKP_DATA_DIR``, ``data/`` (here or at the repository's root), Kaggle's mounted competition
+input inside a Kaggle notebook (:func:`kaggle_input_dir`). When none of them holds Kaggle's files,
+the loaders fall back to a small synthetic set in Kaggle's exact format
+(:mod:`fkp_helpers.synthetic`) and say so once.
 
 Kaggle ships ``training.zip``, ``test.zip``, ``IdLookupTable.csv`` and ``SampleSubmission.csv``,
 all four inside ``facial-keypoints-detection.zip``. The loaders read any of these forms as they
@@ -53,8 +57,11 @@ from fkp_helpers.keypoints import (  # noqa: F401  (re-exported: the loaders' vo
     IMAGE_SIZE,
     KEYPOINT_COLUMNS,
     KEYPOINT_NAMES,
+    LABEL_MARGIN,
+    LABEL_RANGE,
     N_KEYPOINTS,
     N_PIXELS,
+    clip_to_frame,
 )
 
 TRAINING_NAMES = ("training.csv", "training.zip")
@@ -665,17 +672,20 @@ def _parse_column_values(
 def parse_keypoints(table: _Table) -> np.ndarray:
     """The 30 coordinate columns as float32 (N, 30) pixels, NaN where empty.
 
-    Checks that every value is a number in [0, 96) and that x and y come in pairs.
+    Checks that every value is a number in :data:`keypoints.LABEL_RANGE` (the frame
+    [-0.5, 95.5] and the half pixel annotators overhang it) and that x and y come in pairs.
     """
     cols = _parse_column_values(table, KEYPOINT_COLUMNS, float, "a number")
     out = np.stack(cols, axis=1)
     nan = np.isnan(out)
-    bad = ~nan & ~((out >= 0) & (out < IMAGE_SIZE))
+    low, high = LABEL_RANGE
+    bad = ~nan & ~((out >= low) & (out <= high))
     if bad.any():
         r, j = np.argwhere(bad)[0]
         raise FKPDataError(
             f"{where(table.label, int(r) + 1, KEYPOINT_COLUMNS[j])}: {out[r, j]:g} is outside the "
-            f"96x96 frame [0, {IMAGE_SIZE})"
+            f"96x96 frame: labels lie in [{low:g}, {high:g}] px (the image's [-0.5, 95.5] and "
+            f"{LABEL_MARGIN:g} px around it)"
         )
     unpaired = nan[:, 0::2] != nan[:, 1::2]
     if unpaired.any():
@@ -979,9 +989,10 @@ def write_submission(
     """Write Kaggle's ``RowId,Location`` submission for the rows that ``lookup`` asks for.
 
     predictions: float (N, 30) pixels for N test images, in ``image_ids`` order (default: ImageId
-    1..N), Kaggle's column order. Values are clipped to [0, 96]. Every RowId of the lookup is
-    written exactly once, in the lookup's order; a requested value that is NaN, or an image of the
-    lookup without a prediction, is an error. The file is written atomically. Returns the table.
+    1..N), Kaggle's column order. Values are clipped into the frame [-0.5, 95.5]
+    (:func:`keypoints.clip_to_frame`). Every RowId of the lookup is written exactly once, in the
+    lookup's order; a requested value that is NaN, or an image of the lookup without a
+    prediction, is an error. The file is written atomically. Returns the table.
     """
     pred = np.asarray(predictions, dtype=np.float64)
     if pred.ndim != 2 or pred.shape[1] != len(KEYPOINT_COLUMNS):
@@ -1017,7 +1028,7 @@ def write_submission(
             f"{lookup['FeatureName'].iloc[r]!r}"
         )
     rows = pos.loc[lookup["ImageId"].to_numpy()].to_numpy()
-    values = np.clip(pred[rows, cols.to_numpy(dtype=np.int64)], 0, IMAGE_SIZE)
+    values = clip_to_frame(pred[rows, cols.to_numpy(dtype=np.int64)])
     if not np.isfinite(values).all():
         r = int(np.flatnonzero(~np.isfinite(values))[0])
         raise ValueError(

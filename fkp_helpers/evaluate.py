@@ -503,7 +503,7 @@ def check_submission_format(
 ) -> pd.DataFrame:
     """Check a submission against Kaggle's ``SampleSubmission.csv``: same two columns, the same
     RowIds exactly once each, a finite number in every Location, and every value inside the
-    96x96 frame. Returns the submission as read; raises FKPDataError with the first problem."""
+    96x96 frame, :data:`keypoints.LABEL_RANGE` (what a label may be). Returns the submission as read; raises FKPDataError with the first problem."""
     sub_name = "submission" if isinstance(submission, pd.DataFrame) else Path(submission).name
     ref_name = (
         fdata.SAMPLE_SUBMISSION_NAME if isinstance(sample, pd.DataFrame) else Path(sample).name
@@ -511,12 +511,13 @@ def check_submission_format(
     sub = read_submission(submission, label=sub_name)
     ref = read_submission(sample, label=ref_name)
     check_same_rows(sub, ref, sub_name, ref_name)
-    out = (sub["Location"] < 0) | (sub["Location"] > fdata.IMAGE_SIZE)
+    low, high = K.LABEL_RANGE
+    out = (sub["Location"] < low) | (sub["Location"] > high)
     if out.any():
         r = int(np.flatnonzero(out.to_numpy())[0])
         raise fdata.FKPDataError(
             f"{fdata.where(sub_name, r + 1, 'Location')}: {sub['Location'].iloc[r]} lies outside "
-            f"the 96x96 frame (0-96 px)"
+            f"the 96x96 frame ({low:g} to {high:g} px)"
         )
     return sub
 

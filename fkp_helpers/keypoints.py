@@ -28,6 +28,16 @@ FRAME: tuple[float, float] = (-0.5, IMAGE_SIZE - 0.5)
 A point outside it is off the image; the loader, the augmentation and the submission all use this
 one rule (:func:`inside_frame`)."""
 
+LABEL_MARGIN = 0.5
+"""How far, in pixels, an annotator's label may lie outside :data:`FRAME` and still be read as
+given: Kaggle's own labels reach x = 95.94 (2 of its labelled coordinates exceed 95.5, none is
+below 0), as if the annotators clicked up to the far edge of the last pixel. The loader accepts
+labels in ``FRAME`` widened by this margin and names any other value; transforms and predictions
+keep to ``FRAME`` itself."""
+
+LABEL_RANGE: tuple[float, float] = (FRAME[0] - LABEL_MARGIN, FRAME[1] + LABEL_MARGIN)
+"""The values a label read from a file may take, in pixels: [-1.0, 96.0]."""
+
 CENTRE = (IMAGE_SIZE - 1) / 2
 """The frame's centre on x and on y: 47.5 px (rotations and zooms turn about it)."""
 
@@ -171,12 +181,13 @@ def flip_keypoints(keypoints) -> np.ndarray:
     return as_flat(p)
 
 
-def inside_frame(keypoints) -> np.ndarray:
+def inside_frame(keypoints, margin: float = 0.0) -> np.ndarray:
     """Boolean ``(..., 15)``: True where a keypoint lies in :data:`FRAME` on both axes
-    (missing keypoints count as inside: there is nothing to move out)."""
+    (missing keypoints count as inside: there is nothing to move out). ``margin`` (pixels)
+    widens the frame on every side; the loader uses :data:`LABEL_MARGIN`."""
     p = as_points(np.asarray(keypoints, np.float64))
     with np.errstate(invalid="ignore"):
-        out = ((p < FRAME[0]) | (p > FRAME[1])).any(axis=-1)
+        out = ((p < FRAME[0] - margin) | (p > FRAME[1] + margin) | np.isinf(p)).any(axis=-1)
     return ~out
 
 
@@ -196,8 +207,12 @@ def mark_outside(keypoints, rows=None) -> np.ndarray:
 
 
 def clip_to_frame(keypoints) -> np.ndarray:
-    """Keypoints clipped into :data:`FRAME` (what a submission must hold), float32."""
-    return np.clip(np.asarray(keypoints, np.float32), FRAME[0], FRAME[1])
+    """Keypoints clipped into :data:`FRAME` (what a submission must hold), in the input's float
+    dtype (float32 for integer input)."""
+    k = np.asarray(keypoints)
+    if not np.issubdtype(k.dtype, np.floating):
+        k = k.astype(np.float32)
+    return np.clip(k, FRAME[0], FRAME[1])
 
 
 # ---------------------------------------------------------------------------------------------

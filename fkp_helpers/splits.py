@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fkp_helpers.keypoints import KAGGLE_MEANS, LEFT_EYE, RIGHT_EYE, as_points
+from fkp_helpers.keypoints import KAGGLE_MEANS, eye_centres
 from fkp_helpers.seeding import DEFAULT_SEED
 
 GROUP_THRESHOLD = 0.85
@@ -32,8 +32,7 @@ def eye_aligned_thumbnails(images: np.ndarray, keypoints: np.ndarray, size: int 
     correlation. Faces without both eye labels use Kaggle's mean eye positions.
     """
     img = images.astype(np.float32)
-    p = as_points(np.asarray(keypoints, np.float64))
-    le, re = p[:, LEFT_EYE], p[:, RIGHT_EYE]
+    le, re = eye_centres(keypoints)
     ok = ~(np.isnan(le).any(1) | np.isnan(re).any(1))
     le = np.where(ok[:, None], le, KAGGLE_MEANS["left_eye_center"])
     re = np.where(ok[:, None], re, KAGGLE_MEANS["right_eye_center"])

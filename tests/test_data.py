@@ -336,7 +336,7 @@ def test_non_numeric_keypoint_is_named(tmp_path, kaggle_csv):
     assert "training.csv, row 3, column nose_tip_x: 'left' is not a number" in msg
 
 
-@pytest.mark.parametrize("value", ["96.0", "-0.5", "1e9", "inf"])
+@pytest.mark.parametrize("value", ["96.01", "-1.01", "1e9", "inf", "-inf"])
 def test_keypoint_outside_the_frame_is_named(tmp_path, kaggle_csv, value):
     lines = _lines(kaggle_csv)
     lines[2] = _set_field(lines[2], "mouth_center_bottom_lip_y", value)
@@ -345,6 +345,17 @@ def test_keypoint_outside_the_frame_is_named(tmp_path, kaggle_csv, value):
         "training.csv, row 2, column mouth_center_bottom_lip_y" in msg
         and "outside the 96x96 frame" in msg
     )
+
+
+@pytest.mark.parametrize("value", ["95.94", "-0.9", "96.0"])
+def test_labels_half_a_pixel_past_the_frame_are_kept(tmp_path, kaggle_csv, value):
+    # Kaggle's own labels reach 95.94: the loader keeps them as the annotator gave them
+    lines = _lines(kaggle_csv)
+    lines[2] = _set_field(lines[2], "mouth_center_bottom_lip_y", value)
+    _write(tmp_path / "d", "training.csv", lines)
+    train = data.load_training(tmp_path / "d", cache=False)
+    column = data.KEYPOINT_COLUMNS.index("mouth_center_bottom_lip_y")
+    assert train.keypoints[1, column] == pytest.approx(float(value))
 
 
 def test_x_without_its_y_is_named(tmp_path, kaggle_csv):
@@ -671,7 +682,7 @@ def test_submission_clips_to_the_frame(tmp_path):
     pred[0, 0], pred[1, 1] = -4.0, 120.0
     out = data.write_submission(pred, _lookup(), tmp_path / "sub.csv")
     values = out.set_index("RowId")["Location"]
-    assert values[1] == 0.0 and values[4 + 2] == 96.0 and values.between(0, 96).all()
+    assert values[1] == -0.5 and values[4 + 2] == 95.5 and values.between(-0.5, 95.5).all()
 
 
 def test_submission_follows_image_ids_order(tmp_path):

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fkp_helpers import augment, keypoints as K
+from fkp_helpers import augment
+from fkp_helpers import keypoints as K
 
 coords = arrays(np.float64, (3, 30), elements=st.floats(-0.4, 95.4))
 
@@ -38,6 +39,15 @@ def test_flip_keeps_the_frame():
     edge = np.full((1, 30), np.nan)
     edge[0, :4] = [-0.5, 10, 95.5, 10]
     assert K.inside_frame(K.flip_keypoints(edge))[0, :2].all()
+
+
+def test_inside_frame_edges_and_the_label_margin():
+    kp = np.full((5, 30), 50.0)
+    kp[:, 0] = [-0.5, 95.5, 95.94, -0.51, np.inf]
+    assert K.inside_frame(kp)[:, 0].tolist() == [True, True, False, False, False]
+    wide = K.inside_frame(kp, margin=K.LABEL_MARGIN)[:, 0]
+    assert wide.tolist() == [True, True, True, True, False]
+    assert K.LABEL_RANGE == (-1.0, 96.0)
 
 
 def test_mark_outside_only_touches_the_rows_asked_and_keeps_nan():
