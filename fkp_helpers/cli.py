@@ -2,7 +2,7 @@
 
     fkp data download [--data-dir DIR]       get Kaggle's files (Kaggle's own CLI/package)
     fkp data info [--data-dir DIR]           which data is in force, counts, missing labels
-    fkp train --data-dir DIR --profile full --out DIR
+    fkp train --data-dir DIR --profile full --out DIR [--minutes M | --epochs N]
     fkp submit --model DIR/model.keras --data-dir DIR --out submission.csv
     fkp score SUBMISSION SOLUTION            Kaggle's RMSE of a submission against answers
     fkp predict PHOTO --model model.keras --out annotated.png
@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 
 def _silence_tf() -> None:
@@ -53,8 +54,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         out=args.out,
         seed=args.seed,
         precision=args.precision,
+        minutes=args.minutes,
+        epochs=args.epochs,
+        started=args.started,
     )
-    keys = ("val_rmse", "baseline_val_rmse", "test_rmse", "baseline_test_rmse", "train_seconds")
+    keys = (
+        "val_rmse",
+        "baseline_val_rmse",
+        "test_rmse",
+        "baseline_test_rmse",
+        "train_seconds",
+        "wall_seconds",
+        "epochs_run",
+    )
     print(json.dumps({k: metrics[k] for k in keys}))
     return 0
 
@@ -108,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="output directory for model.keras, history, metrics.json"
     )
     t.add_argument("--seed", type=int, default=None)
+    length = t.add_mutually_exclusive_group()
+    length.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="wall-time budget for the whole command (the full profile: 12); the schedule is "
+        "laid out over the epochs that fit on this machine",
+    )
+    length.add_argument(
+        "--epochs", type=int, default=None, help="exactly this many epochs, no budget (repeatable)"
+    )
     t.add_argument(
         "--precision",
         default="auto",
@@ -142,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.time()  # a training budget counts from here: imports and loading included
     args = build_parser().parse_args(argv)
+    args.started = started
     from fkp_helpers.data import FKPDataError
 
     try:

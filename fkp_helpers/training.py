@@ -20,6 +20,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from keras import ops
 
 from fkp_helpers import augment, models
 from fkp_helpers.keypoints import N_KEYPOINTS, flip_keypoints, masked_rmse, mean_shape
@@ -45,6 +46,7 @@ class Profile:
     max_train_rows: int | None = None  # a subset, for the quick profile
     max_val_rows: int | None = None
     time_limit_s: float | None = None  # a guard: stop after this many seconds of training
+    minutes: float | None = None  # a wall-time budget: the schedule is fitted to it, see below
 
 
 def training_augment_config() -> augment.AugmentConfig:
@@ -146,6 +148,138 @@ class TimeLimit(keras.callbacks.Callback):
 
 
 # ---------------------------------------------------------------------------------------------
+# A budget in minutes: the schedule laid out over the steps that fit on this machine
+
+
+@keras.saving.register_keras_serializable(package="fkp")
+class BudgetedWarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """:func:`warmup_cosine` whose length can be set while training runs.
+
+    The same curve (linear warm-up from ``peak / 10`` to ``peak``, cosine decay to ``peak / 100``
+    at ``total_steps``), but ``total_steps`` is a variable: :class:`MinutesBudget` sets it once it
+    has measured how many steps fit the budget. When the budget is so small that the warm-up
+    would not end before half the run, the warm-up is cut to half the run, so the decay still
+    reaches its final value.
+    """
+
+    def __init__(self, peak: float, total_steps: int, warmup_steps: int, alpha: float = 0.01):
+        self.peak, self.warmup_steps, self.alpha = float(peak), int(warmup_steps), float(alpha)
+        self.total_steps = keras.Variable(
+            float(total_steps), dtype="float32", trainable=False, name="total_steps"
+        )
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        total = ops.convert_to_tensor(self.total_steps)
+        warm = ops.minimum(float(self.warmup_steps), 0.5 * total)
+        start = 0.1 * self.peak
+        rise = start + (self.peak - start) * step / ops.maximum(warm, 1.0)
+        frac = ops.clip((step - warm) / ops.maximum(total - warm, 1.0), 0.0, 1.0)
+        cosine = 0.5 * (1.0 + ops.cos(np.pi * frac))
+        decay = self.peak * ((1.0 - self.alpha) * cosine + self.alpha)
+        return ops.where(step < warm, rise, decay)
+
+    def set_total_steps(self, total_steps: int) -> None:
+        self.total_steps.assign(float(total_steps))
+
+    def get_config(self):
+        return {
+            "peak": self.peak,
+            "total_steps": int(float(self.total_steps.numpy())),
+            "warmup_steps": self.warmup_steps,
+            "alpha": self.alpha,
+        }
+
+
+class MinutesBudget(keras.callbacks.Callback):
+    """Fit the run to a wall-clock ``deadline`` (seconds on ``clock``, default ``time.time``).
+
+    After each of the first two epochs it estimates what one more epoch costs and plans
+    ``planned_epochs``: as many whole epochs as fit before the deadline, at most
+    ``max_epochs``, keeping ``reserve_passes`` validation passes (plus 5 s) for the predictions
+    and saving after training. The first epoch's wall time includes tracing the graphs, so its
+    estimate is the steady pace of its training steps after the first (plus its validation
+    pass); the second epoch's measured time corrects the plan. The schedule's ``total_steps``
+    is set to the end of the last planned epoch, so the learning rate is fully decayed when
+    training stops. From the third epoch on it only guards: when the next epoch would end past
+    the deadline (a machine that slowed down), the plan is cut to the epochs that still fit
+    and ``total_steps`` with it: the learning rate drops sooner, and the run still ends at its
+    plan's end, fully decayed. Epochs are planned ``margin`` times their expected length.
+    """
+
+    def __init__(
+        self,
+        schedule: BudgetedWarmupCosine,
+        deadline: float,
+        steps_per_epoch: int,
+        max_epochs: int,
+        reserve_passes: float = 6.0,
+        margin: float = 1.05,
+        verbose: bool = True,
+        clock=time.time,
+    ):
+        super().__init__()
+        self.schedule, self.deadline, self.clock = schedule, deadline, clock
+        self.steps, self.max_epochs = steps_per_epoch, max_epochs
+        self.reserve_passes, self.margin, self.verbose = reserve_passes, margin, verbose
+        self.planned_epochs = max_epochs
+        self.epoch_seconds: list[float] = []
+        self.val_seconds = 0.0
+        self.shortened = 0  # times the plan was cut after the second epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.e0 = self.clock()
+        self.batch_ends: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.epoch_seconds:  # the first epoch: its pace after tracing
+            self.batch_ends.append(self.clock())
+
+    def on_test_begin(self, logs=None):
+        self.v0 = self.clock()
+
+    def on_test_end(self, logs=None):
+        self.val_seconds = self.clock() - self.v0
+
+    def reserve_s(self) -> float:
+        """Seconds kept for after training: the final predictions (validation and test, with
+        and without flip) and saving, estimated from the last validation pass."""
+        return self.reserve_passes * self.val_seconds + 5.0
+
+    def next_epoch_s(self, took: float) -> float:
+        """Seconds the next epoch is expected to take, from the epoch that just took ``took``."""
+        if len(self.epoch_seconds) == 1 and len(self.batch_ends) > 2:  # the first epoch
+            ends = self.batch_ends
+            steady = (ends[-1] - ends[0]) / (len(ends) - 1) * self.steps
+            return min(took, steady + self.val_seconds)
+        return took
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = self.clock()
+        took = now - self.e0
+        self.epoch_seconds.append(took)
+        per_epoch = self.next_epoch_s(took)
+        left = self.deadline - now - self.reserve_s()
+        fits = epoch + 1 + max(0, int(left // max(self.margin * per_epoch, 1e-6)))
+        if epoch < 2:  # plan, then correct the plan with the second epoch's time
+            plan = min(self.max_epochs, fits)
+        else:  # only shorten: a machine that slowed down
+            plan = min(self.planned_epochs, fits)
+            self.shortened += plan < self.planned_epochs
+        if plan != self.planned_epochs or epoch < 2:
+            self.planned_epochs = max(epoch + 1, plan)
+            self.schedule.set_total_steps(self.planned_epochs * self.steps)
+            if self.verbose:
+                print(
+                    f"\nbudget: epoch {epoch + 1} took {took:.1f} s (next ~{per_epoch:.1f} s), "
+                    f"{left:.0f} s left for training; planned {self.planned_epochs} epochs",
+                    file=sys.stderr,
+                )
+        if epoch + 1 >= self.planned_epochs:
+            self.model.stop_training = True
+
+
+# ---------------------------------------------------------------------------------------------
 # Predictions
 
 
@@ -230,6 +364,7 @@ def train_model(
     precision: str = "auto",
     val_keypoints: np.ndarray | None = None,
     deterministic_ops: bool = False,
+    started: float | None = None,
 ) -> RunResult:
     """Train one model and measure it (the code chapter 5 writes out, in one function).
 
@@ -243,12 +378,20 @@ def train_model(
     :class:`~fkp_helpers.augment.AugmentConfig`. ``distribute``: an optional ``tf.distribute``
     strategy (e.g. ``MirroredStrategy()`` for several GPUs); the code path is the same.
 
+    A budget in minutes (``profile.minutes``): the run, from ``started`` (a ``time.time()``;
+    default: when this function is called; ``fkp train`` passes its process's start) to the
+    saved metrics, is fitted into that many minutes by :class:`MinutesBudget` and
+    :class:`BudgetedWarmupCosine`, with ``profile.epochs`` as the most epochs it may plan. The
+    plan, the epochs run and the measured throughput go into the metrics. Without a budget the
+    run is exactly ``profile.epochs`` epochs (repeatable).
+
     Global state, set on purpose: ``precision`` sets Keras's global dtype policy
     (:func:`fkp_helpers.precision.set_global_precision_policy`), and ``deterministic_ops=True``
     turns on TensorFlow's op determinism for the rest of the process (bitwise repeatable, slower).
     """
     from fkp_helpers.precision import set_global_precision_policy
 
+    started = time.time() if started is None else started
     if deterministic_ops:
         from fkp_helpers.seeding import enable_op_determinism
 
@@ -285,9 +428,11 @@ def train_model(
     val_ds = augment.augmented_dataset(
         images[val_idx], y_true[val_idx], None, batch_size=64, shuffle=False
     )
-    schedule = warmup_cosine(
-        profile.learning_rate, steps * profile.epochs, int(steps * profile.warmup_epochs)
-    )
+    warmup_steps = int(steps * profile.warmup_epochs)
+    if profile.minutes:
+        schedule = BudgetedWarmupCosine(profile.learning_rate, steps * profile.epochs, warmup_steps)
+    else:
+        schedule = warmup_cosine(profile.learning_rate, steps * profile.epochs, warmup_steps)
 
     def build_and_compile():
         return compile_model(build_model(model, profile, n_kp), schedule, profile.weight_decay)
@@ -302,6 +447,10 @@ def train_model(
     callbacks = [keep]
     if profile.time_limit_s:
         callbacks.append(TimeLimit(profile.time_limit_s))
+    budget = None
+    if profile.minutes:
+        budget = MinutesBudget(schedule, started + 60 * profile.minutes, steps, profile.epochs)
+        callbacks.append(budget)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -345,10 +494,22 @@ def train_model(
             "n_train": int(len(train_idx)),
             "augment": None if augment_config is None else asdict(augment_config),
             "train_images_per_second": round(steps * bs * epochs_run / seconds, 1),
+            "final_learning_rate": float(ops.convert_to_numpy(schedule(net.optimizer.iterations))),
         }
     )
+    if budget is not None:
+        metrics.update(
+            {
+                "budget_minutes": profile.minutes,
+                "planned_epochs": int(budget.planned_epochs),
+                "plan_shortened": int(budget.shortened),
+                "epoch_seconds": [round(t, 1) for t in budget.epoch_seconds],
+            }
+        )
     if out is not None:
         net.save(out / "model.keras")
         (out / "history.json").write_text(json.dumps(history, indent=1))
+    metrics["wall_seconds"] = round(time.time() - started, 1)  # loading and saving included
+    if out is not None:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return RunResult(net, history, metrics, out)

@@ -318,3 +318,133 @@ def test_a_distribution_strategy_goes_through_the_same_code_path():
     )
     assert np.isfinite(run.metrics["val_rmse"])
     assert run.model.distribute_strategy.__class__.__name__ == "MirroredStrategy"
+
+
+# ---------------------------------------------------------------------------------------------
+# A budget in minutes
+
+
+def test_budgeted_schedule_is_warmup_cosine_once_its_length_is_known():
+    fixed = training.warmup_cosine(2e-3, 400, 40)
+    budgeted = training.BudgetedWarmupCosine(2e-3, 1000, 40)
+    budgeted.set_total_steps(400)
+    steps = [0, 1, 20, 39, 40, 41, 100, 250, 399, 400, 500]
+    np.testing.assert_allclose(
+        [float(budgeted(s)) for s in steps], [float(fixed(s)) for s in steps], rtol=1e-5
+    )
+    assert float(budgeted(400)) == pytest.approx(2e-5, rel=1e-5)  # fully decayed: peak / 100
+    # a budget shorter than twice the warm-up: the warm-up shrinks, the decay still ends
+    budgeted.set_total_steps(30)
+    assert float(budgeted(15)) == pytest.approx(2e-3, rel=1e-5)
+    assert float(budgeted(30)) == pytest.approx(2e-5, rel=1e-5)
+
+
+def test_a_tiny_budget_finishes_on_time_with_the_learning_rate_decayed(tmp_path):
+    images, kp = _faces(200)
+    minutes = 0.75
+    profile = replace(TINY, epochs=200, minutes=minutes, batch_size=16)
+    run = training.train_model(
+        images,
+        kp,
+        np.arange(160),
+        np.arange(160, 184),
+        np.arange(184, 200),
+        profile=profile,
+        verbose=0,
+        out_dir=tmp_path,
+        precision="float32",
+    )
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["wall_seconds"] <= 60 * minutes  # on time, saving included
+    assert m["epochs_run"] == m["planned_epochs"] >= 2  # stopped where it planned to
+    assert m["budget_minutes"] == minutes and len(m["epoch_seconds"]) == m["epochs_run"]
+    # the schedule ended exactly at the last planned step, fully decayed
+    assert int(run.model.optimizer.iterations) == m["planned_epochs"] * (160 // 16)
+    assert m["final_learning_rate"] == pytest.approx(profile.learning_rate / 100, rel=1e-4)
+
+
+def test_minutes_and_epochs_replace_the_profiles_length():
+    full = experiments.PROFILES["full"]
+    assert full.minutes and experiments.resolve_profile("full").minutes == full.minutes
+    assert experiments.resolve_profile("full", minutes=3).minutes == 3
+    exact = experiments.resolve_profile("full", epochs=5)
+    assert exact.epochs == 5 and exact.minutes is None
+    with pytest.raises(ValueError, match="not both"):
+        experiments.resolve_profile("quick", minutes=1, epochs=2)
+    with pytest.raises(ValueError, match="positive"):
+        experiments.resolve_profile("quick", minutes=0)
+    assert cli.main(["train", "--profile", "quick", "--out", "x", "--epochs", "0"]) == 2
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _simulate(budget, clock, epoch_train_s, val_s, first_batch_extra_s, epochs):
+    """Drive ``budget`` as ``fit`` would, on a fake clock; returns the epochs that ran."""
+
+    class _Model:
+        stop_training = False
+
+    budget.set_model(_Model())
+    ran = 0
+    for epoch in range(epochs):
+        budget.on_epoch_begin(epoch)
+        for b in range(budget.steps):
+            clock.now += epoch_train_s / budget.steps + (
+                first_batch_extra_s if ran == b == 0 else 0
+            )
+            budget.on_train_batch_end(b)
+        budget.on_test_begin()
+        clock.now += val_s
+        budget.on_test_end()
+        budget.on_epoch_end(epoch)
+        ran += 1
+        if budget.model.stop_training:
+            break
+    return ran
+
+
+def test_the_budget_plans_from_the_pace_after_tracing_not_the_first_epochs_wall_time():
+    clock = _Clock()
+    schedule = training.BudgetedWarmupCosine(1e-3, 10_000, 10)
+    # 100 s: 20 s of tracing in the first batch, then 4 s of training + 1 s validation per epoch
+    budget = training.MinutesBudget(schedule, 100.0, 50, 500, verbose=False, clock=clock)
+    ran = _simulate(budget, clock, 4.0, 1.0, 20.0, 500)
+    # after tracing: 100 - 20 - 11 s reserve (6 val passes + 5 s) = 69 s, i.e. 13 epochs of 5 s
+    assert ran == budget.planned_epochs == 13
+    assert float(schedule.total_steps.numpy()) == 13 * 50
+    assert clock.now <= 100.0 - budget.reserve_s()
+    assert budget.shortened == 0
+    # planning from the first epoch's wall time (25 s) would have given 3 epochs
+    assert budget.epoch_seconds[0] == pytest.approx(25.0)
+
+
+def test_a_slower_machine_shortens_the_plan_and_still_ends_decayed():
+    clock = _Clock()
+    schedule = training.BudgetedWarmupCosine(1e-3, 10_000, 10)
+    budget = training.MinutesBudget(schedule, 100.0, 10, 500, verbose=False, clock=clock)
+    for _ in range(2):  # plan from two 5 s epochs
+        assert _simulate(budget, clock, 4.0, 1.0, 0.0, 1) == 1
+    first_plan = budget.planned_epochs
+    budget.on_epoch_end = _shifted(budget.on_epoch_end, 2)
+    ran = 2 + _simulate(budget, clock, 8.0, 2.0, 0.0, 500)  # then every epoch takes twice as long
+    assert ran == budget.planned_epochs < first_plan and budget.shortened >= 1
+    assert clock.now <= 100.0  # never past the deadline
+    assert float(schedule.total_steps.numpy()) == ran * 10  # the decay ends with the last epoch
+
+
+def _shifted(on_epoch_end, offset):
+    return lambda epoch, logs=None: on_epoch_end(epoch + offset, logs)
+
+
+def test_a_budget_too_small_for_a_second_epoch_runs_one():
+    clock = _Clock()
+    schedule = training.BudgetedWarmupCosine(1e-3, 10_000, 10)
+    budget = training.MinutesBudget(schedule, 20.0, 10, 500, verbose=False, clock=clock)
+    assert _simulate(budget, clock, 8.0, 1.0, 0.0, 500) == 1 == budget.planned_epochs
+    assert float(schedule(10)) == pytest.approx(1e-5, rel=1e-4)  # decayed at its only epoch's end

@@ -1,0 +1,46 @@
+"""The book's MyST markup is well formed before the (slow) book build reads it.
+
+A glue role with a broken backtick, such as ``{glue:text}`key:.3f} px``, is only
+caught by ``jupyter-book build`` after every notebook has executed; this check
+reads the sources in a second.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "book").glob("*.md"))
+
+# {glue}`key`, {glue:text}`key:.3f`, {glue:figure} is a directive and not matched here.
+ROLE = re.compile(r"\{glue(?::(?:text|any|md|math))?\}")
+WELL_FORMED = re.compile(r"`[A-Za-z_][A-Za-z0-9_]*(?::[^`\s{}]*)?`")
+
+
+def _markdown(path):
+    if path.suffix == ".md":
+        return [path.read_text(encoding="utf-8")]
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    return ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+
+
+def _bad_roles(text):
+    bad = []
+    for match in ROLE.finditer(text):
+        rest = text[match.end() :]
+        if not WELL_FORMED.match(rest):
+            bad.append(text[match.start() : match.end() + 40])
+    return bad
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_every_glue_role_names_a_key_between_two_backticks(path):
+    bad = [role for cell in _markdown(path) for role in _bad_roles(cell)]
+    assert not bad, f"{path.name}: malformed glue roles: {bad}"
+
+
+def test_the_check_catches_a_missing_backtick():
+    assert _bad_roles("one look gives {glue:text}`val:.3f} px and {glue:text}`b:.3f` px")
+    assert not _bad_roles("gives {glue:text}`val:.3f` px and {glue}`n` faces")
