@@ -4,10 +4,15 @@ Training images per second for the residual heatmap network (bfloat16 where the 
 float32) and for the classic baseline CNN, measured in one run on the data in force (the
 stand-in beside the repository when present); inference faces per second at batch 1 and 64.
 Ratios compare against the baseline CNN measured in the same run: machines here are noisy.
+
+The full profile is a wall-time budget (``experiments.PROFILES["full"].minutes``): from the
+measured training speed this prints how many epochs fit it here. ``FKP_BENCH_FULL=1`` also runs
+the full profile itself (minutes) and prints its wall time, epochs and validation RMSE.
 """
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,7 +80,27 @@ def main() -> int:
     print(f"inference_ms_per_face_batch1: {1000 / b1:.2f}")
     print(f"inference_faces_per_s_batch64: {b64:.1f}")
     print(f"ratio_inference_batch64_to_batch1: {b64 / b1:.2f}")
+    full_profile(tr, auto)
     return 0
+
+
+def full_profile(tr, images_per_s: float) -> None:
+    """The full profile's budget at the measured speed, and (``FKP_BENCH_FULL=1``) the run."""
+    prof = experiments.PROFILES["full"]
+    n_train = len(experiments.course_split(tr)[0])
+    epoch_s = n_train / images_per_s
+    print(f"full_profile_budget_minutes: {prof.minutes:g}")
+    print(f"full_profile_seconds_per_epoch_at_measured_speed: {epoch_s:.1f}")
+    print(f"full_profile_epochs_fitting_the_budget_at_most: {int(60 * prof.minutes // epoch_s)}")
+    if os.environ.get("FKP_BENCH_FULL") != "1":
+        return
+    with tempfile.TemporaryDirectory() as out:
+        m = experiments.train_cli(profile="full", out=out, verbose=0, started=time.time())
+    print(f"full_profile_wall_seconds: {m['wall_seconds']:.0f}")
+    print(f"full_profile_epochs_run: {m['epochs_run']} (planned {m['planned_epochs']})")
+    print(f"full_profile_train_images_per_s: {m['train_images_per_second']:.1f}")
+    print(f"full_profile_val_rmse_flip_average_px: {m['val_rmse_flip_average']:.3f}")
+    print(f"full_profile_peak_rss_mb: {m['peak_rss_mb']:.0f}")
 
 
 if __name__ == "__main__":

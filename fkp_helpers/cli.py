@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--minutes",
         type=float,
         default=None,
-        help="wall-time budget for the whole command (the full profile: 12); the schedule is "
+        help="wall-time budget for the whole command (the full profile: 18); the schedule is "
         "laid out over the epochs that fit on this machine",
     )
     length.add_argument(
