@@ -44,3 +44,25 @@ def test_every_glue_role_names_a_key_between_two_backticks(path):
 def test_the_check_catches_a_missing_backtick():
     assert _bad_roles("one look gives {glue:text}`val:.3f} px and {glue:text}`b:.3f` px")
     assert not _bad_roles("gives {glue:text}`val:.3f` px and {glue}`n` faces")
+
+
+# Decimals a chapter may type: geometry of the frame and settings of the code, not measurements.
+CONSTANTS = {"0.5", "-0.5", "95.5", "47.5", "1.5", "94.5", "0.85", "0.9", "0.99", "0.01"}
+
+
+def _typed_decimals(text):
+    text = re.sub(r"\{glue(?::\w+)?\}`[^`]*`", "", text)  # glued: computed by a cell
+    text = re.sub(r"\$[^$]*\$", "", text)  # formulas
+    text = re.sub(r"`[^`]*`", "", text)  # code
+    return [m for m in re.findall(r"-?\d+\.\d+", text) if m not in CONSTANTS]
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if p.suffix == ".ipynb"], ids=lambda p: p.name)
+def test_no_markdown_cell_types_a_measured_decimal(path):
+    typed = [d for cell in _markdown(path) for d in _typed_decimals(cell)]
+    assert not typed, f"{path.name}: decimals typed by hand (glue them from a cell): {typed}"
+
+
+def test_the_decimal_check_catches_a_typed_figure():
+    assert _typed_decimals("the model reaches 1.52 px") == ["1.52"]
+    assert not _typed_decimals("it reaches {glue:text}`rmse:.2f` px about $x = 47.5$, `lr=0.001`")
