@@ -70,6 +70,41 @@ def resolve_profile(
     return p
 
 
+GPU_BATCH_PER_DEVICE = 128
+"""Training faces per step on each GPU (the CPU profiles use 32): enough to keep a GPU busy with
+this small network. Chosen by reasoning, not measured: no GPU was available to this course."""
+
+
+def fit_to_hardware(profile: Profile, gpus: list[dict] | None = None) -> tuple[Profile, str]:
+    """The profile adapted to the GPUs present (``gpus``: :func:`fkp_helpers.precision.gpu_details`,
+    default: asked of TensorFlow). Returns ``(profile, reason)``.
+
+    On CPUs the profile is returned as it is. On ``n`` GPUs the batch becomes
+    :data:`GPU_BATCH_PER_DEVICE` x ``n`` (so each GPU gets a full batch under ``MirroredStrategy``);
+    the learning rate grows with the square root of the batch ratio, a common rule for Adam-type
+    optimisers, and the most epochs a budget may plan grow with the batch ratio, so the run may
+    take as many optimiser steps as on a CPU.
+    """
+    if gpus is None:
+        from fkp_helpers.precision import gpu_details
+
+        gpus = gpu_details()
+    if not gpus:
+        return profile, f"batch {profile.batch_size}: no GPU"
+    batch = GPU_BATCH_PER_DEVICE * len(gpus)
+    ratio = batch / profile.batch_size
+    fitted = replace(
+        profile,
+        batch_size=batch,
+        learning_rate=profile.learning_rate * ratio**0.5,
+        epochs=int(round(profile.epochs * ratio)) if profile.minutes else profile.epochs,
+    )
+    return fitted, (
+        f"batch {batch} on {len(gpus)} GPU(s) ({GPU_BATCH_PER_DEVICE} each), learning rate "
+        f"{fitted.learning_rate:.2g} (x sqrt({ratio:g})), at most {fitted.epochs} epochs"
+    )
+
+
 def current_profile(default: str | None = None) -> str:
     """The profile in force: ``$FKP_PROFILE``, else ``default``, else ``full`` on real data and
     ``quick`` on the synthetic default (so the book builds in minutes anywhere)."""
@@ -247,13 +282,22 @@ def train_reference_run(
     verbose="auto",
     precision: str = "auto",
     started: float | None = None,
+    gpus: list[dict] | None = None,
 ) -> RunResult:
     """Train the reference run: the residual heatmap network, every label (masked loss), the
     training augmentation, the course's three-way split (validation chooses, test reports).
     Writes model.keras, history and metrics.json to ``out`` if given. Behind ``fkp train``.
-    ``started``: when the budget's clock started (``time.time()``; default now)."""
+    ``started``: when the budget's clock started (``time.time()``; default now). On GPUs the
+    batch and learning rate follow :func:`fit_to_hardware` (``gpus``: default, asked of
+    TensorFlow), and several GPUs train through ``MirroredStrategy``."""
     started = time.time() if started is None else started
-    profile = resolve_profile(profile)
+    profile, hardware = fit_to_hardware(resolve_profile(profile), gpus)
+    distribute = None
+    if gpus is None or len(gpus) > 1:
+        import tensorflow as tf
+
+        if len(tf.config.list_logical_devices("GPU")) > 1:  # several GPUs: one replica each
+            distribute = tf.distribute.MirroredStrategy()
     seed = DEFAULT_SEED if seed is None else seed
     training = fdata.load_training(data_dir)
     tr_idx, val_idx, test_idx = course_split(training, seed)
@@ -262,7 +306,8 @@ def train_reference_run(
         f"{len(tr_idx)} train / {len(val_idx)} validation / {len(test_idx)} test "
         f"(grouped split); profile {profile.name}, "
         + (f"a budget of {profile.minutes:g} minutes" if profile.minutes else "")
-        + (f"{profile.epochs} epochs" if not profile.minutes else ""),
+        + (f"{profile.epochs} epochs" if not profile.minutes else "")
+        + f"; {hardware}",
         file=sys.stderr,
     )
     return train_model(
@@ -277,6 +322,7 @@ def train_reference_run(
         verbose=verbose,
         precision=precision,
         started=started,
+        distribute=distribute,
     )
 
 

@@ -448,3 +448,20 @@ def test_a_budget_too_small_for_a_second_epoch_runs_one():
     budget = training.MinutesBudget(schedule, 20.0, 10, 500, verbose=False, clock=clock)
     assert _simulate(budget, clock, 8.0, 1.0, 0.0, 500) == 1 == budget.planned_epochs
     assert float(schedule(10)) == pytest.approx(1e-5, rel=1e-4)  # decayed at its only epoch's end
+
+
+def test_on_cpus_the_profile_is_kept_and_on_gpus_the_batch_fills_each_gpu():
+    full = experiments.PROFILES["full"]
+    same, why = experiments.fit_to_hardware(full, gpus=[])
+    assert same == full and "no GPU" in why
+    t4 = {"device_name": "Tesla T4", "compute_capability": (7, 5)}
+    one, why = experiments.fit_to_hardware(full, gpus=[t4])
+    ratio = experiments.GPU_BATCH_PER_DEVICE / full.batch_size
+    assert one.batch_size == experiments.GPU_BATCH_PER_DEVICE and "1 GPU" in why
+    assert one.learning_rate == pytest.approx(full.learning_rate * ratio**0.5)
+    # the budget may plan as many optimiser steps as on a CPU
+    assert one.epochs == full.epochs * ratio and one.minutes == full.minutes
+    two, _ = experiments.fit_to_hardware(full, gpus=[t4, t4])
+    assert two.batch_size == 2 * experiments.GPU_BATCH_PER_DEVICE
+    exact = experiments.resolve_profile("full", epochs=5)
+    assert experiments.fit_to_hardware(exact, gpus=[t4])[0].epochs == 5  # exact epochs stay exact
