@@ -62,7 +62,7 @@ def resolve_profile(
     if minutes is not None:
         if minutes <= 0:
             raise ValueError(f"--minutes must be positive, got {minutes}")
-        p = replace(p, minutes=float(minutes), time_limit_s=None)
+        p = replace(p, minutes=float(minutes))
     if epochs is not None:
         if epochs < 1:
             raise ValueError(f"--epochs must be at least 1, got {epochs}")
@@ -75,9 +75,9 @@ GPU_BATCH_PER_DEVICE = 128
 this small network. Chosen by reasoning, not measured: no GPU was available to this course."""
 
 
-def fit_to_hardware(profile: Profile, gpus: list[dict] | None = None) -> tuple[Profile, str]:
-    """The profile adapted to the GPUs present (``gpus``: :func:`fkp_helpers.precision.gpu_details`,
-    default: asked of TensorFlow). Returns ``(profile, reason)``.
+def fit_to_hardware(profile: Profile, gpus: list[dict]) -> tuple[Profile, str]:
+    """The profile adapted to the GPUs present (``gpus``: as
+    :func:`fkp_helpers.precision.gpu_details` gives them). Returns ``(profile, reason)``.
 
     On CPUs the profile is returned as it is. On ``n`` GPUs the batch becomes
     :data:`GPU_BATCH_PER_DEVICE` x ``n`` (so each GPU gets a full batch under ``MirroredStrategy``);
@@ -85,10 +85,6 @@ def fit_to_hardware(profile: Profile, gpus: list[dict] | None = None) -> tuple[P
     optimisers, and the most epochs a budget may plan grow with the batch ratio, so the run may
     take as many optimiser steps as on a CPU.
     """
-    if gpus is None:
-        from fkp_helpers.precision import gpu_details
-
-        gpus = gpu_details()
     if not gpus:
         return profile, f"batch {profile.batch_size}: no GPU"
     batch = GPU_BATCH_PER_DEVICE * len(gpus)
@@ -291,13 +287,16 @@ def train_reference_run(
     batch and learning rate follow :func:`fit_to_hardware` (``gpus``: default, asked of
     TensorFlow), and several GPUs train through ``MirroredStrategy``."""
     started = time.time() if started is None else started
+    if gpus is None:
+        from fkp_helpers.precision import gpu_details
+
+        gpus = gpu_details()
     profile, hardware = fit_to_hardware(resolve_profile(profile), gpus)
     distribute = None
-    if gpus is None or len(gpus) > 1:
+    if len(gpus) > 1:  # several GPUs: one replica each
         import tensorflow as tf
 
-        if len(tf.config.list_logical_devices("GPU")) > 1:  # several GPUs: one replica each
-            distribute = tf.distribute.MirroredStrategy()
+        distribute = tf.distribute.MirroredStrategy()
     seed = DEFAULT_SEED if seed is None else seed
     training = fdata.load_training(data_dir)
     tr_idx, val_idx, test_idx = course_split(training, seed)
@@ -305,8 +304,11 @@ def train_reference_run(
         f"fkp train: {len(training)} faces from {training.path.name} ({training.source}); "
         f"{len(tr_idx)} train / {len(val_idx)} validation / {len(test_idx)} test "
         f"(grouped split); profile {profile.name}, "
-        + (f"a budget of {profile.minutes:g} minutes" if profile.minutes else "")
-        + (f"{profile.epochs} epochs" if not profile.minutes else "")
+        + (
+            f"a budget of {profile.minutes:g} minutes"
+            if profile.minutes
+            else f"{profile.epochs} epochs"
+        )
         + f"; {hardware}",
         file=sys.stderr,
     )

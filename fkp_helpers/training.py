@@ -45,7 +45,6 @@ class Profile:
     widths: tuple[int, int, int, int] = (32, 64, 128, 256)
     max_train_rows: int | None = None  # a subset, for the quick profile
     max_val_rows: int | None = None
-    time_limit_s: float | None = None  # a guard: stop after this many seconds of training
     minutes: float | None = None  # a wall-time budget: the schedule is fitted to it, see below
 
 
@@ -125,26 +124,6 @@ class KeepBestWeights(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
-
-
-class TimeLimit(keras.callbacks.Callback):
-    """Stop before an epoch that would end past ``limit_s`` seconds of training."""
-
-    def __init__(self, limit_s: float):
-        super().__init__()
-        self.limit_s = limit_s
-
-    def on_train_begin(self, logs=None):
-        self.t0 = time.perf_counter()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.e0 = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        if now - self.t0 + (now - self.e0) > self.limit_s:
-            print(f"\nstopping: the next epoch would pass the {self.limit_s:.0f} s time limit")
-            self.model.stop_training = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,8 +424,6 @@ def train_model(
 
     keep = KeepBestWeights("val_rmse")
     callbacks = [keep]
-    if profile.time_limit_s:
-        callbacks.append(TimeLimit(profile.time_limit_s))
     budget = None
     if profile.minutes:
         budget = MinutesBudget(schedule, started + 60 * profile.minutes, steps, profile.epochs)
