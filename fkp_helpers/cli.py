@@ -6,6 +6,7 @@
     fkp submit --model DIR/model.keras --data-dir DIR --out submission.csv
     fkp score SUBMISSION SOLUTION            Kaggle's RMSE of a submission against answers
     fkp predict PHOTO --model model.keras --out annotated.png
+    fkp export --model model.keras --out DIR   the model as ONNX, for runtimes outside Python
 
 Errors about the user's input print one clear line and exit non-zero, never a traceback.
 """
@@ -98,6 +99,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from fkp_helpers import export
+
+    info = export.export_cli(args.model, args.out)
+    print(json.dumps(info["measured"], indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fkp", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -161,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", required=True)
     pr.add_argument("--out", default=None, help="annotated PNG to write")
     pr.set_defaults(func=_cmd_predict)
+
+    ex = sub.add_parser(
+        "export",
+        help="write the model as ONNX (float32) and the JSON a runtime outside Python needs",
+    )
+    ex.add_argument("--model", required=True, help="path to model.keras")
+    ex.add_argument("--out", required=True, help="directory for model.onnx and fkp-model.json")
+    ex.set_defaults(func=_cmd_export)
     return p
 
 

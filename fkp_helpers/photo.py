@@ -53,6 +53,10 @@ overlapping by at least :data:`CONFIRM_IOU`). False faces rarely fool both."""
 
 CONFIRM_IOU = 0.5
 
+CONFIRM_MIN_NEIGHBORS = 3
+"""``minNeighbors`` of the confirming cascade: lower than :data:`MIN_NEIGHBORS`, since it only
+has to agree with a face the first cascade found."""
+
 MIN_FACE_FRACTION = 0.1
 """Faces smaller than this fraction of the photo's shorter side are ignored: on group photos the
 cascade also fires on clothes, hands and drum kits, and those false faces are small."""
@@ -313,7 +317,10 @@ def detect_faces(
     boxes = np.asarray(found, np.float64).reshape(-1, 4)
     if len(boxes) and confirm:
         second = _get_cascade(CONFIRM_CASCADE).detectMultiScale(
-            padded, scaleFactor=scale_factor, minNeighbors=3, minSize=(min_px, min_px)
+            padded,
+            scaleFactor=scale_factor,
+            minNeighbors=CONFIRM_MIN_NEIGHBORS,
+            minSize=(min_px, min_px),
         )
         if len(second) == 0:
             boxes = boxes[:0]
