@@ -11,7 +11,8 @@ export FKP_DATA_DIR := $(abspath $(FKP_DATA_DIR))
 endif
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: all venv book test unit notebooks book-check bench lint format clean clean-cache
+.PHONY: all venv book test unit notebooks book-check browser chromium serve bench lint format clean \
+	clean-cache
 
 all: test
 
@@ -33,8 +34,9 @@ book: $(STAMP)
 	$(VENV)/bin/jupyter-book build --all --warningiserror --nitpick --keep-going .
 	@echo "Open _build/html/index.html"
 
-## make test: unit tests, every notebook under nbval (quick profile), and a warning-free book build
-test: unit notebooks book-check
+## make test: unit tests, every notebook under nbval (quick profile), a warning-free book build,
+## and the in-browser page of that build against `fkp predict` in headless Chromium
+test: unit notebooks book-check browser
 
 unit: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m pytest -q tests
@@ -47,6 +49,30 @@ book-check: $(STAMP)
 	rm -rf _build/check
 	FKP_PROFILE=quick $(VENV)/bin/jupyter-book build --all --warningiserror --nitpick \
 		--path-output _build/check .
+
+## make browser: the page "Try it in your browser" of the book that `make book-check` built
+browser: $(STAMP) chromium
+	FKP_BOOK_HTML=_build/check/html MPLBACKEND=Agg $(PY) -m pytest -q -p no:cacheprovider \
+		tests/test_browser.py
+
+# Debian's chromium for the browser test: installed under CI (root, apt), else say how.
+chromium:
+	@[ -n "$$FKP_CHROMIUM" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+		if [ -n "$$CI" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "make: installing Debian's chromium for the browser test"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+				>/dev/null; \
+		fi; }
+	@[ -n "$$FKP_CHROMIUM" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+		echo "make: the browser test needs Chromium: 'apt-get install chromium' (Debian/Ubuntu),"; \
+		echo "or set FKP_CHROMIUM=/path/to/chrome; without it 'make browser' skips, CI fails."; \
+		[ -z "$$CI" ]; }
+
+## make serve: serve the built book on http://127.0.0.1:8000 (the in-browser page needs HTTP)
+serve:
+	@test -f _build/html/index.html || { echo "make: no _build/html yet: run 'make book' first"; exit 1; }
+	@echo "Open http://127.0.0.1:8000/book/demo.html (Ctrl-C stops the server)"
+	python3 -m http.server 8000 --bind 127.0.0.1 --directory _build/html
 
 ## make bench: speed figures as `name: value` lines (not part of the tests)
 bench: $(STAMP)

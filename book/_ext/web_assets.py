@@ -1,0 +1,152 @@
+"""Fetch, verify and copy the JavaScript packages of the in-browser demo (no Node needed).
+
+Each package in ``web-assets.lock.json`` (beside this file) is an npm tarball pinned by version
+and by the ``sha512`` integrity hash that the npm registry publishes for it. A tarball is
+downloaded once into ``<cache dir>/web/npm`` (``$FKP_CACHE_DIR``, default ``~/.cache/fkp``),
+checked against its hash every time it is used (a mismatch is an error, never a warning), and the
+listed files are copied out of it. Once the cache holds them, the build works offline.
+
+The registry is the one npm uses here: ``$NPM_CONFIG_REGISTRY`` (or ``$FKP_NPM_REGISTRY``),
+else ``npm config get registry``, else a ``registry=`` line of ``~/.npmrc``.
+
+    python book/_ext/web_assets.py DIR      # fetch (or reuse) and copy into DIR
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import urllib.request
+from pathlib import Path
+
+LOCK = Path(__file__).with_name("web-assets.lock.json")
+
+
+class WebAssetError(RuntimeError):
+    """A package could not be fetched, or its bytes do not match the pinned hash."""
+
+
+def cache_dir() -> Path:
+    """``<the course's cache>/web/npm`` (:func:`fkp_helpers.data.default_cache_dir`)."""
+    from fkp_helpers.data import default_cache_dir
+
+    return default_cache_dir() / "web" / "npm"
+
+
+def registry() -> str:
+    """The npm registry's base URL, as npm itself is configured (see the module's docstring)."""
+    for var in ("FKP_NPM_REGISTRY", "NPM_CONFIG_REGISTRY", "npm_config_registry"):
+        if os.environ.get(var):
+            return os.environ[var].rstrip("/")
+    npm = shutil.which("npm")
+    if npm:
+        try:
+            out = subprocess.run(
+                [npm, "config", "get", "registry"], capture_output=True, text=True, timeout=60
+            ).stdout.strip()
+            if out.startswith("http"):
+                return out.rstrip("/")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    npmrc = Path.home() / ".npmrc"
+    if npmrc.is_file():
+        for line in npmrc.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "registry" and value.strip().startswith("http"):
+                return value.strip().rstrip("/")
+    raise WebAssetError(
+        "cannot tell which npm registry to fetch the demo's JavaScript packages from: install npm "
+        "or set NPM_CONFIG_REGISTRY to the registry's URL"
+    )
+
+
+def tarball_name(pkg: dict) -> str:
+    return f"{pkg['name'].replace('/', '__')}-{pkg['version']}.tgz"
+
+
+def tarball_url(pkg: dict, base: str) -> str:
+    """The registry's standard tarball address: ``BASE/NAME/-/BASENAME-VERSION.tgz``."""
+    basename = pkg["name"].split("/")[-1]
+    return f"{base}/{pkg['name']}/-/{basename}-{pkg['version']}.tgz"
+
+
+def integrity_of(path: Path, algo: str = "sha512") -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"{algo}-{base64.b64encode(h.digest()).decode()}"
+
+
+def verify(path: Path, pkg: dict) -> None:
+    algo = pkg["integrity"].split("-", 1)[0]
+    got = integrity_of(path, algo)
+    if got != pkg["integrity"]:
+        raise WebAssetError(
+            f"{pkg['name']}@{pkg['version']}: {path} does not match the pinned integrity hash "
+            f"(expected {pkg['integrity']}, got {got}); delete it to fetch it again"
+        )
+
+
+def fetch(pkg: dict) -> Path:
+    """The verified tarball of ``pkg``, from the cache or downloaded into it."""
+    path = cache_dir() / tarball_name(pkg)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = tarball_url(pkg, registry())
+        tmp = path.with_name(path.name + f".partial-{os.getpid()}")
+        print(f"web_assets: fetching {pkg['name']}@{pkg['version']}", file=sys.stderr)
+        try:
+            with urllib.request.urlopen(url, timeout=120) as r, open(tmp, "wb") as f:
+                shutil.copyfileobj(r, f)
+            verify(tmp, pkg)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise WebAssetError(
+                f"{pkg['name']}@{pkg['version']}: cannot download it ({e}); the demo page needs "
+                f"it once, then it is cached in {path.parent}"
+            ) from e
+        except WebAssetError:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, path)
+    verify(path, pkg)
+    return path
+
+
+def packages() -> list[dict]:
+    return json.loads(LOCK.read_text())["packages"]
+
+
+def install(out_dir: str | os.PathLike) -> dict[str, int]:
+    """Copy every locked file into ``out_dir``; returns ``{relative path: bytes}``."""
+    out_dir = Path(out_dir)
+    copied = {}
+    for pkg in packages():
+        with tarfile.open(fetch(pkg), "r:gz") as tar:
+            for member, target in pkg["files"].items():
+                try:
+                    f = tar.extractfile(member)
+                except KeyError:
+                    f = None
+                if f is None:
+                    raise WebAssetError(f"{pkg['name']}@{pkg['version']}: no file {member}")
+                dest = out_dir / target
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with open(dest, "wb") as g:
+                    shutil.copyfileobj(f, g)
+                copied[target] = dest.stat().st_size
+    return copied
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    for name, size in install(sys.argv[1]).items():
+        print(f"{size / 1e6:8.2f} MB  {name}")

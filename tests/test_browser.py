@@ -1,0 +1,364 @@
+"""The page "Try it in your browser" against ``fkp predict``, in headless Chromium.
+
+Serves the built book (``$FKP_BOOK_HTML``; ``make browser`` points it at ``_build/check/html``,
+which ``make book-check`` has just built, so nothing is built again) on a 127.0.0.1 port, opens
+``book/demo.html?image=...`` in headless Chromium through the DevTools protocol, and checks that
+the keypoints the page writes into ``#fkp-result`` agree with :func:`fkp_helpers.photo.predict_faces`
+(what ``fkp predict`` runs) on the same photo and the same model within 1 px per point, in the
+original photo's pixels.
+
+Runs when ``$FKP_BOOK_HTML`` is set. Without Chromium it is skipped with a message, except under
+CI (``CI=true``), where a missing browser or a missing built book fails. To run it by hand::
+
+    apt-get install chromium      # Debian's package
+    make book-check browser
+
+``$FKP_SCREENSHOT_DIR``: where to keep screenshots of the page (default: the test's tmp dir).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+BOOK_HTML = os.environ.get("FKP_BOOK_HTML")
+PAGE = "book/demo.html"
+TOLERANCE_PX = 1.0
+HOW = "install Debian's chromium (apt-get install chromium), then run `make book-check browser`"
+
+
+def _need(condition: bool, why: str) -> None:
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"{why} (CI must run the browser test: {HOW})")
+        pytest.skip(f"{why}: {HOW}")
+
+
+def _chromium() -> str | None:
+    for name in (os.environ.get("FKP_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+pytestmark = pytest.mark.skipif(
+    not BOOK_HTML, reason="the browser test runs through `make browser` (sets $FKP_BOOK_HTML)"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# A static server and a browser
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    extra: dict[str, bytes] = {}
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        body = self.extra.get(self.path.split("?")[0])
+        if body is None:
+            return super().do_GET()
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class Browser:
+    """Headless Chromium driven through the DevTools protocol over a websocket."""
+
+    def __init__(self, exe: str, profile: Path):
+        import websocket
+
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--window-size=1100,1400",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not port_file.exists() or not port_file.read_text().strip():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                self.close()
+                raise RuntimeError(f"Chromium did not start: {err[-2000:]}")
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as r:
+            targets = json.loads(r.read())
+        url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+        self.ws = websocket.create_connection(url, timeout=60, suppress_origin=True)
+        self.next_id = 0
+        self.console: list[str] = []
+        self.call("Runtime.enable")
+        self.call("Page.enable")
+
+    def call(self, method: str, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("method") == "Runtime.consoleAPICalled":
+                args = msg["params"]["args"]
+                self.console.append(
+                    " ".join(str(a.get("value", a.get("description"))) for a in args)
+                )
+            elif msg.get("method") == "Runtime.exceptionThrown":
+                self.console.append(str(msg["params"]["exceptionDetails"])[:500])
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg["result"]
+
+    def evaluate(self, expression: str):
+        res = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return res["result"].get("value")
+
+    def run_page(self, url: str, timeout: float = 240, until: str = "done") -> dict:
+        """Open ``url`` and wait for ``#fkp-result[data-status=done]`` (``until="ready"``: the
+        page has loaded and waits for the reader): its JSON and dataset."""
+        self.call("Page.navigate", url=url)
+        probe = (
+            "(() => { const e = document.getElementById('fkp-result');"
+            f" if (!e || e.dataset.status !== {json.dumps(until)} || document.location.href !== {json.dumps(url)}) return null;"
+            " return {text: e.textContent, data: Object.assign({}, e.dataset),"
+            " status: document.getElementById('fkp-status').textContent}; })()"
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.evaluate(probe)
+            if got:
+                got["result"] = json.loads(got["text"]) if until == "done" else None
+                return got
+            time.sleep(0.2)
+        status = self.evaluate("document.getElementById('fkp-status')?.textContent")
+        raise TimeoutError(f"{url}: no result in {timeout} s; status {status!r}; {self.console}")
+
+    def screenshot(self, path: Path) -> Path:
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=1100,
+            height=1400,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        data = self.call("Page.captureScreenshot", format="png")["data"]
+        path.write_bytes(base64.b64decode(data))
+        return path
+
+    def close(self):
+        try:
+            self.ws.close()
+        except Exception:
+            pass
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture(scope="module")
+def book() -> Path:
+    html = Path(BOOK_HTML).resolve()
+    _need((html / PAGE).is_file(), f"no built page {html / PAGE}")
+    _need((html / "_static/fkp-demo/model/model.onnx").is_file(), "the built book has no model")
+    return html
+
+
+@pytest.fixture(scope="module")
+def model(book):
+    """The Keras model the page's ONNX file was exported from (recorded by the build)."""
+    from fkp_helpers import models
+
+    record = json.loads((book.parent / "fkp-demo-source.json").read_text())
+    path = Path(record["model_keras"])
+    _need(path.is_file(), f"the book's reference model {path} is gone")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"], (
+        f"{path} changed since the book was built: rebuild it"
+    )
+    return models.load_model(path)
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, np.ndarray]:
+    from fkp_helpers import photo
+
+    astronaut = photo.sample_portrait("astronaut")
+    hopper = photo.sample_portrait("hopper")
+    from skimage import data as skdata
+
+    return {
+        "astronaut": astronaut,
+        # 7300 x 7000 = 51.1 megapixels: over the page's limit (one colour: a small PNG)
+        "huge": np.full((7000, 7300, 3), 128, np.uint8),
+        # two faces, 2600 px wide: the detector works on a shrunk copy, the warp pre-shrinks
+        "pair": photo.collage([hopper, astronaut], height=1400),
+        "coffee": skdata.coffee(),
+    }
+
+
+@pytest.fixture(scope="module")
+def site(book, photos):
+    import io
+
+    from PIL import Image
+
+    extra = {}
+    for name, img in photos.items():
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        extra[f"/__test__/{name}.png"] = buf.getvalue()
+    handler = type("H", (_Handler,), {"extra": extra})
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(book))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    exe = _chromium()
+    _need(exe is not None, "no Chromium found")
+    b = Browser(exe, tmp_path_factory.mktemp("chromium-profile"))
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    d = os.environ.get("FKP_SCREENSHOT_DIR")
+    if d:
+        Path(d).mkdir(parents=True, exist_ok=True)
+        return Path(d)
+    return tmp_path_factory.mktemp("screenshots")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests
+
+
+@pytest.mark.parametrize("name", ["astronaut", "pair"])
+def test_page_agrees_with_fkp_predict(name, site, browser, model, photos, shots):
+    from fkp_helpers import data as fdata
+    from fkp_helpers import photo
+
+    got = browser.run_page(f"{site}/{PAGE}?image=/__test__/{name}.png")
+    browser.screenshot(shots / f"demo-{name}.png")
+    page = got["result"]
+    assert isinstance(page, list), page
+    faces = photo.predict_faces(model, photos[name])
+    assert len(faces) == len(page) >= 1
+    worst = 0.0
+    for mine, theirs in zip(faces, page, strict=True):
+        assert list(mine.box) == theirs["box"]  # the same detector, the same boxes
+        c = mine.crop
+        assert [c.left, c.top, c.size] == [theirs["crop"][k] for k in ("left", "top", "size")]
+        ours = np.asarray(mine.keypoints).reshape(-1, 2)
+        page_pts = np.array([theirs["keypoints"][k] for k in fdata.KEYPOINT_NAMES])
+        dist = np.hypot(*(ours - page_pts).T)
+        worst = max(worst, float(dist.max()))
+    print(
+        f"{name}: {len(page)} face(s), largest point difference {worst:.3f} px; page "
+        f"{got['data'].get('msTotal')} ms ({got['data'].get('msPerFace')} ms per face, network "
+        f"{float(got['data']['msNetwork']) / int(got['data']['networkRuns']):.2f} ms per run)"
+    )
+    assert worst <= TOLERANCE_PX
+
+
+def test_no_face_is_an_error_on_the_page(site, browser, shots):
+    got = browser.run_page(f"{site}/{PAGE}?image=/__test__/coffee.png")
+    browser.screenshot(shots / "demo-coffee.png")
+    assert "no face found" in got["result"]["error"].lower()
+    assert "No face found" in got["status"]
+
+
+def test_other_origins_and_missing_images_are_errors(site, browser):
+    got = browser.run_page(f"{site}/{PAGE}?image=http://example.invalid/x.png")
+    assert "only images from this site" in got["result"]["error"]
+    got = browser.run_page(f"{site}/{PAGE}?image=/__test__/missing.png")
+    assert "404" in got["result"]["error"]
+
+
+def test_opened_from_a_file_says_how_to_serve_it(book, browser):
+    got = browser.run_page((book / PAGE).as_uri())
+    assert "make serve" in got["result"]["error"]
+
+
+def test_a_huge_photo_is_refused_with_its_size(site, browser):
+    got = browser.run_page(f"{site}/{PAGE}?image=/__test__/huge.png")
+    assert "7300 x 7000 pixels" in got["result"]["error"]
+    assert "too large" in got["status"]
+
+
+def test_a_webcam_that_cannot_start_says_why(site, browser):
+    """Headless Chromium has no camera and grants none: the page must say so, not hang."""
+    browser.run_page(f"{site}/{PAGE}", until="ready")  # no ?image=: it waits for the reader
+    browser.evaluate("document.getElementById('fkp-webcam').click()")
+    deadline = time.monotonic() + 60
+    status = None
+    while time.monotonic() < deadline:
+        status = browser.evaluate("document.getElementById('fkp-result').dataset.status")
+        if status == "done":
+            break
+        time.sleep(0.2)
+    assert status == "done"
+    error = json.loads(browser.evaluate("document.getElementById('fkp-result').textContent"))
+    assert "webcam" in error["error"].lower()
+
+
+def test_the_page_shows_what_it_downloaded(site, browser, book):
+    browser.run_page(f"{site}/{PAGE}?image=/__test__/astronaut.png")
+    text = browser.evaluate("document.getElementById('fkp-model').textContent")
+    sizes = json.loads((book / "_static/fkp-demo/sizes.json").read_text())
+    total = sum(sizes.values())
+    assert f"This page downloaded {total / 1e6:.1f} MB" in text
+    onnx = sizes["model/model.onnx"]
+    assert f"Model: {onnx / 1e6:.1f} MB" in text
+    # the budget the issue set: nothing the page needs is over 2 MB but the three big files
+    assert {k for k, b in sizes.items() if b > 2e6} <= {
+        "model/model.onnx",
+        "vendor/ort/ort-wasm-simd-threaded.wasm",
+        "vendor/opencv/opencv.js",
+    }
