@@ -1,0 +1,131 @@
+"""The in-browser page's JavaScript packages: pinned, verified against their hashes, cached.
+
+``book/_ext/web_assets.py`` is the book's build step (no Node needed); these tests run it on
+tarballs made here, and (marked ``network``) compare the lock file with what the npm registry
+publishes for each pinned version.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+import web_assets  # noqa: E402
+
+sys.path.remove(str(ROOT / "book" / "_ext"))
+
+
+def _tarball(path: Path, files: dict[str, bytes]) -> str:
+    """Write an npm-style tarball; return its sha512 integrity string."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    digest = hashlib.sha512(path.read_bytes()).digest()
+    return "sha512-" + base64.b64encode(digest).decode()
+
+
+@pytest.fixture
+def fake_package(tmp_path, monkeypatch):
+    """A package 'demo-lib@1.0.0' already in a fresh cache, and a lock file that pins it."""
+    monkeypatch.setenv("FKP_CACHE_DIR", str(tmp_path / "cache"))
+    pkg = {"name": "@scope/demo-lib", "version": "1.0.0", "files": {}}
+    cached = web_assets.cache_dir() / web_assets.tarball_name(pkg)
+    cached.parent.mkdir(parents=True)
+    pkg["integrity"] = _tarball(
+        cached, {"package/dist/lib.js": b"console.log(1);", "package/LICENSE": b"MIT"}
+    )
+    pkg["files"] = {"package/dist/lib.js": "lib/lib.js", "package/LICENSE": "lib/LICENSE"}
+    lock = tmp_path / "lock.json"
+    lock.write_text(json.dumps({"packages": [pkg]}))
+    monkeypatch.setattr(web_assets, "LOCK", lock)
+    return pkg, cached
+
+
+def test_the_lock_pins_exact_versions_with_sha512_hashes():
+    packages = web_assets.packages()
+    assert {p["name"] for p in packages} == {"onnxruntime-web", "@techstark/opencv-js"}
+    for p in packages:
+        assert p["version"][0].isdigit() and not set(p["version"]) & set("^~*<>= "), p
+        algo, b64 = p["integrity"].split("-", 1)
+        assert algo == "sha512" and len(base64.b64decode(b64)) == 64
+        assert p["files"] and all(m.startswith("package/") for m in p["files"])
+
+
+def test_install_copies_the_listed_files_from_a_verified_tarball(fake_package, tmp_path):
+    copied = web_assets.install(tmp_path / "out")
+    assert copied == {"lib/lib.js": 15, "lib/LICENSE": 3}
+    assert (tmp_path / "out/lib/lib.js").read_bytes() == b"console.log(1);"
+
+
+def test_a_tampered_tarball_is_refused(fake_package, tmp_path):
+    pkg, cached = fake_package
+    _tarball(cached, {"package/dist/lib.js": b"steal(document.cookie);", "package/LICENSE": b""})
+    with pytest.raises(web_assets.WebAssetError, match="does not match the pinned integrity"):
+        web_assets.install(tmp_path / "out")
+    assert not (tmp_path / "out/lib/lib.js").exists()
+
+
+def test_a_file_missing_from_the_package_is_named(fake_package, tmp_path, monkeypatch):
+    pkg, _ = fake_package
+    pkg["files"]["package/dist/other.js"] = "lib/other.js"
+    web_assets.LOCK.write_text(json.dumps({"packages": [pkg]}))
+    with pytest.raises(web_assets.WebAssetError, match="no file package/dist/other.js"):
+        web_assets.install(tmp_path / "out")
+
+
+def test_download_failures_say_what_and_leave_no_partial_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("FKP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FKP_NPM_REGISTRY", "http://127.0.0.1:9")  # nothing listens on port 9
+    pkg = {"name": "demo-lib", "version": "1.0.0", "integrity": "sha512-x", "files": {}}
+    with pytest.raises(web_assets.WebAssetError, match="demo-lib@1.0.0: cannot download it"):
+        web_assets.fetch(pkg)
+    assert list(web_assets.cache_dir().iterdir()) == []
+
+
+def test_tarball_urls_follow_the_registry_layout():
+    pkg = {"name": "@techstark/opencv-js", "version": "4.12.0-release.1"}
+    assert web_assets.tarball_url(pkg, "http://r") == (
+        "http://r/@techstark/opencv-js/-/opencv-js-4.12.0-release.1.tgz"
+    )
+
+
+def test_nothing_large_is_committed():
+    """The page's libraries and model reach the build at build time; the repository holds no
+    file over 2 MB."""
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    names = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    sizes = {n.decode(): (ROOT / n.decode()).stat().st_size for n in names if n}
+    assert sizes and max(sizes.values()) < 2_000_000, max(sizes, key=sizes.get)
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("pkg", web_assets.packages(), ids=lambda p: p["name"])
+def test_network_lock_matches_the_published_integrity(pkg):
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not installed: the published hashes were not checked")
+    done = subprocess.run(
+        [npm, "view", f"{pkg['name']}@{pkg['version']}", "dist.integrity"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"npm registry not reachable: {done.stderr.strip()[-300:]}")
+    assert done.stdout.strip() == pkg["integrity"]
