@@ -115,9 +115,10 @@ def test_default_source_is_the_repository_of_config():
     assert f'"{ic.repository_source()}"' in ic.cell_source()
 
 
-def test_dependencies_are_the_package_dependencies_and_tensorflow():
+def test_dependencies_are_the_package_dependencies_tensorflow_and_export():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    reqs = set(project["dependencies"]) | set(project["optional-dependencies"]["tensorflow"])
+    extras = project["optional-dependencies"]
+    reqs = set(project["dependencies"]) | set(extras["tensorflow"]) | set(extras["export"])
     needed = ic.dependencies()
     assert set(needed.values()) == reqs
     assert needed["tensorflow"].startswith("tensorflow>=") and needed["cv2"].startswith("opencv")

@@ -41,11 +41,15 @@ IMPORT_NAMES: dict[str, str] = {
     "scikit-image": "skimage",
     "tqdm": "tqdm",
     "psutil": "psutil",
+    "tf2onnx": "tf2onnx",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
 }
 
 
 def dependencies(pyproject: Path = ROOT / "pyproject.toml") -> dict[str, str]:
-    """Import name -> requirement, from pyproject.toml: TensorFlow (its extra) first, then the rest.
+    """Import name -> requirement, from pyproject.toml: TensorFlow (its extra) first, then the
+    package's dependencies, then the ``export`` extra (chapter 7's ONNX section).
 
     The cell installs a requirement only when its import name is missing, with the version bounds
     that pyproject.toml gives, so what it adds agrees with the package.
@@ -58,6 +62,7 @@ def dependencies(pyproject: Path = ROOT / "pyproject.toml") -> dict[str, str]:
     reqs = [
         *project.get("optional-dependencies", {}).get("tensorflow", []),
         *project["dependencies"],
+        *project.get("optional-dependencies", {}).get("export", []),
     ]
     out = {}
     for text in reqs:
