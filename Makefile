@@ -76,7 +76,13 @@ serve:
 
 ## make bench: speed figures as `name: value` lines (not part of the tests)
 bench: $(STAMP)
-	@for b in benchmarks/bench_*.py; do MPLBACKEND=Agg $(PY) $$b || exit 1; done
+	@for b in $(filter-out benchmarks/bench_recipes.py,$(wildcard benchmarks/bench_*.py)); do MPLBACKEND=Agg $(PY) $$b || exit 1; done
+
+## make bench-recipes: recipe changes (loss, EMA, width, test-time augmentation) trained on one
+## split at one budget each (FKP_RECIPE_MINUTES, default 4: about half an hour in all)
+.PHONY: bench-recipes
+bench-recipes: $(STAMP)
+	MPLBACKEND=Agg $(PY) benchmarks/bench_recipes.py
 
 ## make check-platforms: pip's resolver on all of requirements.txt for macOS arm64, Windows and
 ## Linux x86-64 (asks the package index; `make test` resolves the runtime packages only)

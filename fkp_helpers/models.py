@@ -14,6 +14,8 @@ reaches the loss.
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import layers, ops
 
@@ -43,6 +45,43 @@ def masked_mse(y_true, y_pred):
     per_row = ops.sum(ops.square(diff), axis=-1)
     batch = ops.cast(ops.shape(mask)[0], "float32")
     return per_row * batch / ops.maximum(ops.sum(mask), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="fkp")
+def masked_l1(y_true, y_pred):
+    """Mean absolute error in pixels over the labelled coordinates only, scaled per sample like
+    :func:`masked_mse` (the batch mean is the mean over every labelled coordinate)."""
+    diff, mask = _masked_diff(y_true, y_pred)
+    per_row = ops.sum(ops.abs(diff), axis=-1)
+    batch = ops.cast(ops.shape(mask)[0], "float32")
+    return per_row * batch / ops.maximum(ops.sum(mask), 1.0)
+
+
+WING_WIDTH = 4.0
+"""Wing loss's ``w`` in pixels: errors below it are weighed logarithmically (small errors keep a
+large gradient), errors above it linearly."""
+WING_CURVATURE = 1.0
+"""Wing loss's ``epsilon`` in pixels: the curvature of the logarithmic part."""
+
+
+@keras.saving.register_keras_serializable(package="fkp")
+def masked_wing(y_true, y_pred):
+    """Wing loss (Feng et al. 2018) in pixels over the labelled coordinates only:
+    ``w ln(1 + |d| / eps)`` for ``|d| < w``, ``|d| - C`` beyond, with ``C = w - w ln(1 + w / eps)``
+    (continuous at ``w``); ``w`` = :data:`WING_WIDTH`, ``eps`` = :data:`WING_CURVATURE`. Scaled
+    per sample like :func:`masked_mse`."""
+    diff, mask = _masked_diff(y_true, y_pred)
+    w, eps = WING_WIDTH, WING_CURVATURE
+    a = ops.abs(diff)
+    c = w - w * math.log1p(w / eps)
+    wing = ops.where(a < w, w * ops.log1p(a / eps), a - c) * mask
+    per_row = ops.sum(wing, axis=-1)
+    batch = ops.cast(ops.shape(mask)[0], "float32")
+    return per_row * batch / ops.maximum(ops.sum(mask), 1.0)
+
+
+LOSSES = {"mse": masked_mse, "l1": masked_l1, "wing": masked_wing}
+"""The training losses by name (chapter 5 trains with ``mse``)."""
 
 
 @keras.saving.register_keras_serializable(package="fkp")

@@ -93,12 +93,30 @@ def warmup_cosine(peak: float, total_steps: int, warmup_steps: int):
     )
 
 
-def compile_model(net: keras.Model, learning_rate, weight_decay: float = 1e-4) -> keras.Model:
+def compile_model(
+    net: keras.Model,
+    learning_rate,
+    weight_decay: float = 1e-4,
+    loss: str = "mse",
+    ema: float | None = None,
+) -> keras.Model:
     """Compile with AdamW (Adam with decoupled weight decay), the masked loss and the masked
-    RMSE metric. ``learning_rate``: a number or a schedule such as :func:`warmup_cosine`."""
+    RMSE metric. ``learning_rate``: a number or a schedule such as :func:`warmup_cosine`.
+    ``loss``: a name of :data:`fkp_helpers.models.LOSSES` (``mse``, ``l1``, ``wing``). ``ema``:
+    keep an exponential moving average of the weights with this momentum (e.g. 0.99; use
+    :func:`ema_callbacks` so that validation and the saved model use the average)."""
+    if loss not in models.LOSSES:
+        raise ValueError(f"unknown loss {loss!r}: expected one of {', '.join(models.LOSSES)}")
+    optimizer = (
+        keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+        if ema is None
+        else keras.optimizers.AdamW(
+            learning_rate, weight_decay=weight_decay, use_ema=True, ema_momentum=ema
+        )
+    )
     net.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
-        loss=models.masked_mse,
+        optimizer=optimizer,
+        loss=models.LOSSES[loss],
         metrics=[models.MaskedRMSE(name="rmse")],
     )
     return net
@@ -262,6 +280,45 @@ class MinutesBudget(keras.callbacks.Callback):
 # Predictions
 
 
+def predict_tta(
+    model,
+    images: np.ndarray,
+    views=((1.0, 0.0, 0.0),),
+    *,
+    flip_average: bool = True,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Test-time augmentation: the mean prediction (float32 ``(N, 30)``, pixels) over ``views``,
+    each a ``(scale, tx, ty)`` warp of the faces about the centre (:func:`augment.affine`: scale
+    a factor, shifts in pixels) whose predicted points are mapped back through the inverse warp;
+    with ``flip_average`` every view is also seen mirrored. ``views=((1, 0, 0),)`` is
+    :func:`predict_keypoints`."""
+    from fkp_helpers.keypoints import apply_affine, invert_affine
+
+    x = np.asarray(images)
+    x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    dummy = np.zeros((len(x), 2 * N_KEYPOINTS), np.float32)
+    preds = []
+    for scale, tx, ty in views:
+        if (scale, tx, ty) == (1.0, 0.0, 0.0):
+            warped = x
+        else:
+            warped, _ = augment.affine(x, dummy, 0.0, scale, tx, ty)
+        p = predict_keypoints(model, warped, flip_average=flip_average, batch_size=batch_size)
+        back = invert_affine(augment.affine_matrix(0.0, scale, tx, ty)[0])
+        preds.append(apply_affine(p, back))
+    return np.mean(preds, axis=0).astype(np.float32)
+
+
+def ema_callbacks(net: keras.Model) -> list:
+    """``[SwapEMAWeights]`` when ``net``'s optimiser keeps a moving average of the weights, else
+    ``[]``. Put it before :class:`KeepBestWeights`: validation then scores the averaged weights,
+    and the epoch's snapshot holds them."""
+    if getattr(net.optimizer, "use_ema", False):
+        return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)]
+    return []
+
+
 def predict_keypoints(
     model, images: np.ndarray, *, flip_average: bool = False, batch_size: int = 64
 ) -> np.ndarray:
@@ -344,6 +401,8 @@ def train_model(
     val_keypoints: np.ndarray | None = None,
     deterministic_ops: bool = False,
     started: float | None = None,
+    loss: str = "mse",
+    ema: float | None = None,
 ) -> RunResult:
     """Train one model and measure it (the code chapter 5 writes out, in one function).
 
@@ -414,7 +473,8 @@ def train_model(
         schedule = warmup_cosine(profile.learning_rate, steps * profile.epochs, warmup_steps)
 
     def build_and_compile():
-        return compile_model(build_model(model, profile, n_kp), schedule, profile.weight_decay)
+        net = build_model(model, profile, n_kp)
+        return compile_model(net, schedule, profile.weight_decay, loss=loss, ema=ema)
 
     if distribute is not None:
         with distribute.scope():
@@ -423,7 +483,7 @@ def train_model(
         net = build_and_compile()
 
     keep = KeepBestWeights("val_rmse")
-    callbacks = [keep]
+    callbacks = [*ema_callbacks(net), keep]
     budget = None
     if profile.minutes:
         budget = MinutesBudget(schedule, started + 60 * profile.minutes, steps, profile.epochs)
@@ -464,6 +524,8 @@ def train_model(
             "seed": seed,
             "profile": profile.name,
             "model": model,
+            "loss": loss,
+            "ema": ema,
             "precision": prec,
             "params": int(net.count_params()),
             "epochs_run": epochs_run,

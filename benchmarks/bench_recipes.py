@@ -1,0 +1,120 @@
+"""Recipe changes measured on one split and one budget (issue: "better use of each minute").
+
+Each row trains the residual heatmap network once, from the same seed, on the course's grouped
+split of the data in force, for the same wall-time budget (``FKP_RECIPE_MINUTES``, default 4
+minutes a row, the schedule fitted to it by ``training.MinutesBudget``), changing one thing
+against the first row. Test-time augmentation rows reuse the first row's model. Prints a table
+(Markdown) with seconds, epochs, validation RMSE (flip-averaged) and the ratio to the first row,
+plus the spread of the first row over a second seed: read only gaps larger than that.
+
+Not part of ``make bench`` (it trains for half an hour): ``make bench-recipes``.
+``FKP_RECIPE_WIDTHS=32,64,128,256`` sets the base widths (default: the compare profile's).
+"""
+
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+REPO = Path(__file__).resolve().parents[1]
+STANDIN = REPO.parent / "shared" / "data" / "fkd-standin"
+if "FKP_DATA_DIR" not in os.environ and STANDIN.is_dir():
+    os.environ["FKP_DATA_DIR"] = str(STANDIN)
+
+from fkp_helpers import data, experiments, training  # noqa: E402
+from fkp_helpers.keypoints import masked_rmse  # noqa: E402
+
+MINUTES = float(os.environ.get("FKP_RECIPE_MINUTES", "4"))
+BASE_WIDTHS = tuple(int(w) for w in os.environ.get("FKP_RECIPE_WIDTHS", "16,32,64,128").split(","))
+FULL_WIDTHS = experiments.PROFILES["full"].widths
+
+# name -> (what changes, train_model keyword arguments, profile changes)
+CHANGES = {
+    "reference": ("masked MSE, AdamW, warm-up + cosine", {}, {}),
+    "reference, seed + 1": ("the same, another seed (the noise)", {"seed": 1}, {}),
+    "L1 loss": ("masked L1 on the coordinates", {"loss": "l1"}, {}),
+    "Wing loss": ("masked Wing loss (w = 4 px, eps = 1 px)", {"loss": "wing"}, {}),
+    "EMA 0.99": ("evaluate an exponential moving average of the weights", {"ema": 0.99}, {}),
+    "wider": (f"widths {FULL_WIDTHS} (fewer epochs fit)", {}, {"widths": FULL_WIDTHS}),
+}
+
+# test-time augmentation on the reference model: name -> views (scale, tx, ty)
+TTA = {
+    "TTA: flip": ((1.0, 0.0, 0.0),),
+    "TTA: flip + 4 shifts of 1 px": (
+        (1.0, 0.0, 0.0),
+        (1.0, 1.0, 0.0),
+        (1.0, -1.0, 0.0),
+        (1.0, 0.0, 1.0),
+        (1.0, 0.0, -1.0),
+    ),
+    "TTA: flip + scales 0.95, 1.05": ((1.0, 0.0, 0.0), (0.95, 0.0, 0.0), (1.05, 0.0, 0.0)),
+}
+
+
+def main() -> int:
+    train_set = data.load_training()
+    tr, va, _ = experiments.course_split(train_set)
+    base = replace(experiments.PROFILES["full"], minutes=MINUTES, widths=BASE_WIDTHS)
+    y_val = train_set.keypoints[va]
+    print(f"data: {train_set.path}; {len(tr)} train, {len(va)} validation faces")
+    print(f"budget: {MINUTES:g} minutes a row; base widths {BASE_WIDTHS}")
+    rows, ref_model, ref_rmse = [], None, None
+    for name, (what, kwargs, prof_changes) in CHANGES.items():
+        prof = replace(base, **prof_changes)
+        kwargs = {"seed": 0, **kwargs}
+        t0 = time.time()
+        run = training.train_model(
+            train_set.images,
+            train_set.keypoints,
+            tr,
+            va,
+            profile=prof,
+            verbose=0,
+            started=t0,
+            **kwargs,
+        )
+        m = run.metrics
+        rmse = m["val_rmse_flip_average"]
+        if name == "reference":
+            ref_model, ref_rmse = run.model, rmse
+        rows.append(
+            (name, what, time.time() - t0, m["epochs_run"], m["val_rmse"], rmse, rmse / ref_rmse)
+        )
+        print(f"  {name}: {rows[-1][2]:.0f} s, {m['epochs_run']} epochs, {rmse:.3f} px", flush=True)
+        sys.stdout.flush()
+    x = train_set.images[va]
+    for name, views in TTA.items():
+        t0 = time.perf_counter()
+        pred = training.predict_tta(ref_model, x, views)
+        ms = 1000 * (time.perf_counter() - t0) / len(x)
+        rmse = float(masked_rmse(y_val, pred))
+        rows.append(
+            (
+                name,
+                f"{2 * len(views)} passes a face, {ms:.2f} ms a face",
+                0.0,
+                0,
+                rmse,
+                rmse,
+                rmse / ref_rmse,
+            )
+        )
+    print()
+    print("| change | what | seconds | epochs | val RMSE (px) | flip-averaged (px) | ratio |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name, what, sec, ep, r, rf, ratio in rows:
+        print(f"| {name} | {what} | {sec:.0f} | {ep} | {r:.3f} | {rf:.3f} | {ratio:.3f} |")
+    spread = abs(rows[1][5] - rows[0][5])
+    print(f"\nrecipes_seed_spread_px: {spread:.3f}")
+    best = min(rows[2 : len(CHANGES)], key=lambda r: r[5])
+    print(f"recipes_best_change: {best[0]} ({best[5]:.3f} px vs {ref_rmse:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
