@@ -52,7 +52,7 @@ book-check: $(STAMP)
 
 ## make browser: the page "Try it in your browser" of the book that `make book-check` built
 browser: $(STAMP) chromium
-	FKP_BOOK_HTML=_build/check/html MPLBACKEND=Agg $(PY) -m pytest -q -rP -p no:cacheprovider \
+	FKP_BOOK_HTML=_build/check/_build/html MPLBACKEND=Agg $(PY) -m pytest -q -rP -p no:cacheprovider \
 		tests/test_browser.py
 
 # Debian's chromium for the browser test: installed under CI (root, apt), else say how.

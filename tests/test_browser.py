@@ -1,6 +1,6 @@
 """The page "Try it in your browser" against ``fkp predict``, in headless Chromium.
 
-Serves the built book (``$FKP_BOOK_HTML``; ``make browser`` points it at ``_build/check/html``,
+Serves the built book (``$FKP_BOOK_HTML``; ``make browser`` points it at ``_build/check/_build/html``,
 which ``make book-check`` has just built, so nothing is built again) on a 127.0.0.1 port, opens
 ``book/demo.html?image=...`` in headless Chromium through the DevTools protocol, and checks that
 the keypoints the page writes into ``#fkp-result`` agree with :func:`fkp_helpers.photo.predict_faces`
