@@ -107,15 +107,9 @@ def compile_model(
     :func:`ema_callbacks` so that validation and the saved model use the average)."""
     if loss not in models.LOSSES:
         raise ValueError(f"unknown loss {loss!r}: expected one of {', '.join(models.LOSSES)}")
-    optimizer = (
-        keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
-        if ema is None
-        else keras.optimizers.AdamW(
-            learning_rate, weight_decay=weight_decay, use_ema=True, ema_momentum=ema
-        )
-    )
+    ema_args = {} if ema is None else {"use_ema": True, "ema_momentum": ema}
     net.compile(
-        optimizer=optimizer,
+        optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, **ema_args),
         loss=models.LOSSES[loss],
         metrics=[models.MaskedRMSE(name="rmse")],
     )
