@@ -217,6 +217,7 @@ class MinutesBudget(keras.callbacks.Callback):
         self.epoch_seconds: list[float] = []
         self.val_seconds = 0.0
         self.shortened = 0  # times the plan was cut after the second epoch
+        self.last_epoch_end = float("nan")  # clock() at the end of the last epoch run
 
     def on_epoch_begin(self, epoch, logs=None):
         self.e0 = self.clock()
@@ -268,6 +269,7 @@ class MinutesBudget(keras.callbacks.Callback):
                 )
         if epoch + 1 >= self.planned_epochs:
             self.model.stop_training = True
+        self.last_epoch_end = self.clock()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,6 +539,8 @@ def train_model(
                 "planned_epochs": int(budget.planned_epochs),
                 "plan_shortened": int(budget.shortened),
                 "epoch_seconds": [round(t, 1) for t in budget.epoch_seconds],
+                # what the plan controls: the end of the last epoch, from the command's start
+                "train_end_seconds": round(budget.last_epoch_end - started, 1),
             }
         )
     if out is not None:

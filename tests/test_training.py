@@ -342,7 +342,8 @@ def test_budgeted_schedule_is_warmup_cosine_once_its_length_is_known():
 def test_a_tiny_budget_finishes_on_time_with_the_learning_rate_decayed(tmp_path):
     images, kp = _faces(200)
     minutes = 1.0  # tracing alone takes 10-20 s on 2 busy cores
-    profile = replace(TINY, epochs=200, minutes=minutes, batch_size=16)
+    # 2000 epochs would take about 1000 s here: only the budget ends this run within minutes
+    profile = replace(TINY, epochs=2000, minutes=minutes, batch_size=16)
     run = training.train_model(
         images,
         kp,
@@ -355,7 +356,10 @@ def test_a_tiny_budget_finishes_on_time_with_the_learning_rate_decayed(tmp_path)
         precision="float32",
     )
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["wall_seconds"] <= 60 * minutes  # on time, saving included
+    assert m["train_end_seconds"] <= 60 * minutes  # the plan ended training on time
+    assert m["train_end_seconds"] >= 0.5 * 60 * minutes  # and used the budget
+    # predictions and saving come after it; a noisy machine once stalled 40 s there (CI)
+    assert m["wall_seconds"] <= 2 * 60 * minutes
     assert m["epochs_run"] == m["planned_epochs"] >= 1  # stopped where it planned to
     assert m["budget_minutes"] == minutes and len(m["epoch_seconds"]) == m["epochs_run"]
     # the schedule ended exactly at the last planned step, fully decayed
