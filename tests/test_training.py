@@ -358,7 +358,8 @@ def test_a_tiny_budget_finishes_on_time_with_the_learning_rate_decayed(tmp_path)
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["train_end_seconds"] <= 60 * minutes  # the plan ended training on time
     assert m["train_end_seconds"] >= 0.5 * 60 * minutes  # and used the budget
-    # predictions and saving come after it; a noisy machine once stalled 40 s there (CI)
+    # predictions and saving come after it; a clean-clone CI run here once stalled 41 s between
+    # the last epoch and the end of fit, outside anything the plan can see
     assert m["wall_seconds"] <= 2 * 60 * minutes
     assert m["epochs_run"] == m["planned_epochs"] >= 1  # stopped where it planned to
     assert m["budget_minutes"] == minutes and len(m["epoch_seconds"]) == m["epochs_run"]
