@@ -4,8 +4,8 @@ Serves the built book (``$FKP_BOOK_HTML``; ``make browser`` points it at ``_buil
 which ``make book-check`` has just built, so nothing is built again) on a 127.0.0.1 port, opens
 ``book/demo.html?image=...`` in headless Chromium through the DevTools protocol, and checks that
 the keypoints the page writes into ``#fkp-result`` agree with :func:`fkp_helpers.photo.predict_faces`
-(what ``fkp predict`` runs) on the same photo and the same model within 1 px per point, in the
-original photo's pixels.
+(what ``fkp predict`` runs) on the same photo and the same network in float32 (what the page runs)
+within 0.25 px per point, in the original photo's pixels.
 
 Runs when ``$FKP_BOOK_HTML`` is set. Without Chromium it is skipped with a message, except under
 CI (``CI=true``), where a missing browser or a missing built book fails. To run it by hand::
@@ -37,7 +37,7 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 BOOK_HTML = os.environ.get("FKP_BOOK_HTML")
 PAGE = "book/demo.html"
-TOLERANCE_PX = 1.0
+TOLERANCE_PX = 0.25  # the same float32 network: only resampling and arithmetic order differ
 HOW = "install Debian's chromium (apt-get install chromium), then run `make book-check browser`"
 
 
@@ -282,13 +282,17 @@ def shots(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("name", ["astronaut", "pair"])
 def test_page_agrees_with_fkp_predict(name, site, browser, model, photos, shots):
     from fkp_helpers import data as fdata
-    from fkp_helpers import photo
+    from fkp_helpers import export, photo
 
     got = browser.run_page(f"{site}/{PAGE}?image=/__test__/{name}.png")
     browser.screenshot(shots / f"demo-{name}.png")
     page = got["result"]
     assert isinstance(page, list), page
-    faces = photo.predict_faces(model, photos[name])
+    # the page runs the float32 export; the saved model may compute in bfloat16 (mixed
+    # precision), which moves points by a tenth of a pixel or more, and the second look can
+    # amplify that: compare like with like, and report the saved model's difference too
+    faces = photo.predict_faces(export.float32_model(model), photos[name])
+    saved = photo.predict_faces(model, photos[name])
     assert len(faces) == len(page) >= 1
     worst = 0.0
     for mine, theirs in zip(faces, page, strict=True):
@@ -299,8 +303,13 @@ def test_page_agrees_with_fkp_predict(name, site, browser, model, photos, shots)
         page_pts = np.array([theirs["keypoints"][k] for k in fdata.KEYPOINT_NAMES])
         dist = np.hypot(*(ours - page_pts).T)
         worst = max(worst, float(dist.max()))
+    vs_saved = max(
+        float(np.hypot(*(np.subtract(a.keypoints, b.keypoints)).reshape(-1, 2).T).max())
+        for a, b in zip(faces, saved, strict=True)
+    )
     print(
-        f"{name}: {len(page)} face(s), largest point difference {worst:.3f} px; page "
+        f"{name}: {len(page)} face(s), largest point difference {worst:.3f} px "
+        f"(float32 vs the saved model in Python: {vs_saved:.3f} px); page "
         f"{got['data'].get('msTotal')} ms ({got['data'].get('msPerFace')} ms per face, network "
         f"{float(got['data']['msNetwork']) / int(got['data']['networkRuns']):.2f} ms per run)"
     )
