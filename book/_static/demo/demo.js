@@ -154,9 +154,9 @@
       (v.val_rmse !== undefined ? `validation RMSE ${v.val_rmse.toFixed(2)} px` : "validation figures unknown") +
       (v.profile ? ` (the book's "${v.profile}" reference run)` : "") +
       (v.profile === "quick"
-        ? ` That is the quick profile's smoke-test model (${v.epochs_run} epochs on a few hundred ` +
+        ? `. That is the quick profile's smoke-test model (${v.epochs_run} epochs on a few hundred ` +
           "faces, for the tests): expect rough " +
-          "points; `make book` puts the full profile's model here"
+          "points; running make book puts the full profile's model here"
         : "") +
       `. This page downloaded ${mb(total)}: the model ${mb(sum("model/"))}, ONNX Runtime Web ` +
       `${mb(sum("vendor/ort/"))}, OpenCV.js ${mb(sum("vendor/opencv/"))}, the rest ` +
