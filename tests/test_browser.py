@@ -218,6 +218,16 @@ def model(book):
 
 
 @pytest.fixture(scope="module")
+def model_f32(model):
+    """The same network rebuilt in float32: what ``fkp export`` turned into the page's ONNX file.
+    The saved model may compute in bfloat16 (mixed precision), which moves points by a tenth of a
+    pixel or more, and the second look can amplify that; the page is compared with this one."""
+    from fkp_helpers import export
+
+    return export.float32_model(model)
+
+
+@pytest.fixture(scope="module")
 def photos() -> dict[str, np.ndarray]:
     from fkp_helpers import photo
 
@@ -280,33 +290,25 @@ def shots(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("name", ["astronaut", "pair"])
-def test_page_agrees_with_fkp_predict(name, site, browser, model, photos, shots):
+def test_page_agrees_with_fkp_predict(name, site, browser, model, model_f32, photos, shots):
     from fkp_helpers import data as fdata
-    from fkp_helpers import export, photo
+    from fkp_helpers import evaluate, photo
 
     got = browser.run_page(f"{site}/{PAGE}?image=/__test__/{name}.png")
     browser.screenshot(shots / f"demo-{name}.png")
     page = got["result"]
     assert isinstance(page, list), page
-    # the page runs the float32 export; the saved model may compute in bfloat16 (mixed
-    # precision), which moves points by a tenth of a pixel or more, and the second look can
-    # amplify that: compare like with like, and report the saved model's difference too
-    faces = photo.predict_faces(export.float32_model(model), photos[name])
-    saved = photo.predict_faces(model, photos[name])
+    faces = photo.predict_faces(model_f32, photos[name])  # like with like (see model_f32)
     assert len(faces) == len(page) >= 1
-    worst = 0.0
     for mine, theirs in zip(faces, page, strict=True):
         assert list(mine.box) == theirs["box"]  # the same detector, the same boxes
         c = mine.crop
         assert [c.left, c.top, c.size] == [theirs["crop"][k] for k in ("left", "top", "size")]
-        ours = np.asarray(mine.keypoints).reshape(-1, 2)
-        page_pts = np.array([theirs["keypoints"][k] for k in fdata.KEYPOINT_NAMES])
-        dist = np.hypot(*(ours - page_pts).T)
-        worst = max(worst, float(dist.max()))
-    vs_saved = max(
-        float(np.hypot(*(np.subtract(a.keypoints, b.keypoints)).reshape(-1, 2).T).max())
-        for a, b in zip(faces, saved, strict=True)
-    )
+    ours = np.array([f.keypoints for f in faces])
+    page_kp = np.array([[t["keypoints"][k] for k in fdata.KEYPOINT_NAMES] for t in page])
+    worst = float(evaluate.point_errors(ours, page_kp.reshape(len(page), -1)).max())
+    saved = np.array([f.keypoints for f in photo.predict_faces(model, photos[name])])
+    vs_saved = float(evaluate.point_errors(ours, saved).max())
     print(
         f"{name}: {len(page)} face(s), largest point difference {worst:.3f} px "
         f"(float32 vs the saved model in Python: {vs_saved:.3f} px); page "
