@@ -78,7 +78,7 @@ serve:
 bench: $(STAMP)
 	@for b in $(filter-out benchmarks/bench_recipes.py,$(wildcard benchmarks/bench_*.py)); do MPLBACKEND=Agg $(PY) $$b || exit 1; done
 
-## make bench-recipes: recipe changes (loss, EMA, width, test-time augmentation) trained on one
+## make bench-recipes: recipe changes (loss, EMA, width, pseudo-labels, test-time augmentation) on one
 ## split at one budget each (FKP_RECIPE_MINUTES, default 4: about half an hour in all)
 .PHONY: bench-recipes
 bench-recipes: $(STAMP)

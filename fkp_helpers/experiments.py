@@ -25,6 +25,7 @@ from fkp_helpers.training import (
     Profile,
     RunResult,
     predict_keypoints,
+    self_train,
     train_model,
 )
 
@@ -130,7 +131,8 @@ def course_split(training: fdata.TrainingSet, seed: int = DEFAULT_SEED):
 # ---------------------------------------------------------------------------------------------
 # Missing-label strategies, measured the same way (chapter 5)
 
-STRATEGY_NAMES = missing.STRATEGIES
+STRATEGY_NAMES = (*missing.STRATEGIES, "pseudo")
+"""Chapter 3's strategies, and ``pseudo``: self-training, which needs a trained network."""
 
 
 def train_strategy(
@@ -147,10 +149,14 @@ def train_strategy(
     (:mod:`fkp_helpers.missing`). ``mask``: every row, missing labels skipped by the loss.
     ``separate``: one model for the 4 core keypoints on every row and one for all 15 on the
     complete rows; the core points come from the first, the others from the second.
+    ``pseudo``: the masked loss for half the budget, then a second round on the training labels
+    filled with that network's predictions (:func:`fkp_helpers.training.self_train`).
     """
     train_idx = np.asarray(train_idx)
     if strategy_name == "mask":
         return train_model(images, keypoints, train_idx, val_idx, **kwargs)
+    if strategy_name == "pseudo":
+        return self_train(images, keypoints, train_idx, val_idx, **kwargs)
     if strategy_name == "drop":
         keep = train_idx[missing.complete_rows(keypoints[train_idx])]
         return train_model(images, keypoints, keep, val_idx, **kwargs)
@@ -466,6 +472,12 @@ COMPARISONS: dict[str, dict] = {
         "label": "residual heatmap net, masked loss, training augmentation (the reference recipe)",
         "model": "resnet",
         "strategy": "mask",
+    },
+    "pseudo-labels": {
+        "label": "the reference recipe in two rounds: half the epochs, then the other half on "
+        "training labels filled with its own predictions",
+        "model": "resnet",
+        "strategy": "pseudo",
     },
 }
 """The recipes chapter 5 compares, by name. Every one uses the same split, epochs and optimiser."""

@@ -15,6 +15,10 @@ Strategies (:data:`STRATEGIES`), all measured in chapter 5:
   (:func:`label_mask`, and the masked loss in :mod:`fkp_helpers.models`).
 * ``"separate"``: one model for the 4 core keypoints on all rows, another for all 15 keypoints
   on the complete rows (:func:`complete_rows`, :func:`core_only_rows`).
+
+And one that needs a trained network, so chapter 5 writes it out: pseudo-labels
+(:func:`fill_from_predictions`), each missing value replaced by the network's own prediction
+for that face, for a second round of training (:func:`fkp_helpers.training.self_train`).
 """
 
 from __future__ import annotations
@@ -98,6 +102,23 @@ def mean_impute(keypoints: np.ndarray, means: np.ndarray | None = None) -> np.nd
     if m.shape != (kp.shape[1],):
         raise ValueError(f"means must have shape ({kp.shape[1]},), got {m.shape}")
     return np.where(np.isnan(kp), m[None, :], kp).astype(np.float32)
+
+
+def fill_from_predictions(keypoints, predictions):
+    """Pseudo-labels: each missing value (NaN) of ``keypoints`` replaced by the same entry of
+    ``predictions``, a network's prediction for that face; labelled values are kept as given.
+
+    Both float32 ``(N, 30)`` pixels, rows in the same order. Returns a new array; raises
+    ValueError if the shapes differ or a prediction that would be used is not finite.
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float32)
+    predictions = np.asarray(predictions, dtype=np.float32)
+    if predictions.shape != keypoints.shape:
+        raise ValueError(f"predictions {predictions.shape} for keypoints {keypoints.shape}")
+    missing = np.isnan(keypoints)
+    if not np.isfinite(predictions[missing]).all():
+        raise ValueError("a prediction that would fill a missing label is not finite")
+    return np.where(missing, predictions, keypoints)
 
 
 def label_mask(keypoints: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from keras import ops
 from fkp_helpers import augment, models
 from fkp_helpers.keypoints import N_KEYPOINTS, flip_keypoints, masked_rmse, mean_shape
 from fkp_helpers.keypoints import per_keypoint_rmse as _per_keypoint_rmse
+from fkp_helpers.missing import fill_from_predictions
 from fkp_helpers.seeding import DEFAULT_SEED, seed_everything
 
 # ---------------------------------------------------------------------------------------------
@@ -399,6 +400,7 @@ def train_model(
     started: float | None = None,
     loss: str = "mse",
     ema: float | None = None,
+    initial_weights: list | None = None,
 ) -> RunResult:
     """Train one model and measure it (the code chapter 5 writes out, in one function).
 
@@ -422,6 +424,9 @@ def train_model(
     Global state, set on purpose: ``precision`` sets Keras's global dtype policy
     (:func:`fkp_helpers.precision.set_global_precision_policy`), and ``deterministic_ops=True``
     turns on TensorFlow's op determinism for the rest of the process (bitwise repeatable, slower).
+
+    ``initial_weights``: start from these weights (``model.get_weights()`` of a network of the
+    same kind and widths) instead of a random initialisation; :func:`self_train` uses it.
     """
     from fkp_helpers.precision import set_global_precision_policy
 
@@ -470,6 +475,8 @@ def train_model(
 
     def build_and_compile():
         net = build_model(model, profile, n_kp)
+        if initial_weights is not None:
+            net.set_weights(initial_weights)
         return compile_model(net, schedule, profile.weight_decay, loss=loss, ema=ema)
 
     if distribute is not None:
@@ -550,3 +557,91 @@ def train_model(
     if out is not None:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return RunResult(net, history, metrics, out)
+
+
+def self_train(
+    images: np.ndarray,
+    keypoints: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    test_idx: np.ndarray | None = None,
+    *,
+    profile: Profile,
+    teacher_share: float = 0.5,
+    seed: int = DEFAULT_SEED,
+    out_dir: str | os.PathLike | None = None,
+    started: float | None = None,
+    val_keypoints: np.ndarray | None = None,
+    **kwargs,
+) -> RunResult:
+    """Two rounds of :func:`train_model` (self-training with pseudo-labels, chapter 5):
+
+    1. the **teacher** trains on the labels as given (missing ones skipped by the masked loss)
+       for ``teacher_share`` of the profile's budget (of its minutes, or of its epochs);
+    2. its flip-averaged predictions fill every missing label of the training rows
+       (:func:`fkp_helpers.missing.fill_from_predictions`);
+    3. the **student** starts from the teacher's weights and trains on the filled labels, with a
+       fresh warm-up and cosine schedule, for the rest of the budget (seed ``seed + 1``).
+
+    Validation and test rows keep their true labels and NaNs throughout: they are scored, never
+    filled. A budget in minutes covers both rounds, counted from ``started``. Returns the
+    student's run; its metrics add the teacher's figures (``teacher_*``), ``pseudo_labels`` (the
+    number of keypoints filled) and ``teacher_share``; ``train_seconds`` covers both rounds and
+    the saved history (history.json, history.csv) is the teacher's epochs followed by the
+    student's. Other keyword arguments
+    go to both :func:`train_model` calls.
+    """
+    if not 0 < teacher_share < 1:
+        raise ValueError(f"teacher_share must be between 0 and 1, got {teacher_share}")
+    started = time.time() if started is None else started
+    y_true = keypoints if val_keypoints is None else val_keypoints
+    if profile.minutes:  # the student keeps the whole budget's deadline
+        first = replace(profile, minutes=profile.minutes * teacher_share)
+        second = profile
+    else:
+        if profile.epochs < 2:
+            raise ValueError("self-training needs at least 2 epochs: one per round")
+        n1 = min(profile.epochs - 1, max(1, round(profile.epochs * teacher_share)))
+        first = replace(profile, epochs=n1)
+        second = replace(profile, epochs=profile.epochs - n1)
+    teacher = train_model(
+        images, keypoints, train_idx, val_idx, test_idx, profile=first, seed=seed,
+        started=started, val_keypoints=y_true, **kwargs,
+    )  # fmt: skip
+    train_idx = np.asarray(train_idx)
+    pred = predict_keypoints(teacher.model, images[train_idx], flip_average=True)
+    filled = np.array(keypoints, dtype=np.float32, copy=True)
+    filled[train_idx] = fill_from_predictions(keypoints[train_idx], pred)
+    n_filled = int(np.isnan(keypoints[train_idx]).sum() // 2)
+    student = train_model(
+        images, filled, train_idx, val_idx, test_idx, profile=second, seed=seed + 1,
+        out_dir=out_dir, started=started, val_keypoints=y_true,
+        initial_weights=teacher.model.get_weights(), **kwargs,
+    )  # fmt: skip
+    tm = teacher.metrics
+    teacher_figures = {
+        f"teacher_{k}": tm[k]
+        for k in (
+            "val_rmse", "val_rmse_flip_average", "test_rmse", "test_rmse_flip_average",
+            "epochs_run", "train_seconds", "train_images_per_second",
+        )
+        if k in tm
+    }  # fmt: skip
+    metrics = {
+        **student.metrics,
+        **teacher_figures,
+        "teacher_share": teacher_share,
+        "pseudo_labels": n_filled,
+        "train_seconds": round(tm["train_seconds"] + student.metrics["train_seconds"], 1),
+    }
+    history = {k: teacher.history.get(k, []) + student.history.get(k, []) for k in student.history}
+    if out_dir is not None:
+        out = Path(out_dir)
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+        keys = sorted(history)
+        rows = zip(*(history[k] for k in keys), strict=True)
+        lines = [",".join(["epoch", *keys])]
+        lines += [",".join([str(e), *map(repr, r)]) for e, r in enumerate(rows)]
+        (out / "history.csv").write_text("\n".join(lines) + "\n")
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return RunResult(student.model, history, metrics, student.out_dir, extra={"teacher": teacher})

@@ -58,6 +58,7 @@ def test_chapter_5_writes_out_the_network_loss_and_training_code():
         "warmup_cosine",
         "compile_model",
         "KeepBestWeights",
+        "fill_from_predictions",
     ):
         assert needed in names, f"chapter 5 no longer writes out {needed}"
 
@@ -118,4 +119,9 @@ def test_the_chapter_networks_and_loss_compute_what_the_package_computes():
     p = rng.uniform(0, 96, (4, 30)).astype(np.float32)
     np.testing.assert_allclose(
         np.asarray(ns["masked_mse"](y, p)), np.asarray(models.masked_mse(y, p)), rtol=1e-6
+    )
+    from fkp_helpers import missing
+
+    np.testing.assert_array_equal(
+        ns["fill_from_predictions"](y, p), missing.fill_from_predictions(y, p)
     )

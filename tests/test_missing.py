@@ -210,3 +210,30 @@ def test_fills_leave_labels_alone_and_leave_no_nan_where_the_column_has_a_value(
     assert not (missing.complete_rows(kp) & missing.core_only_rows(kp)).any()
     assert missing.label_mask(kp).sum() == lab.sum()
     assert missing.missing_summary(kp)["labelled"].sum() * 2 == lab.sum()
+
+
+@settings(max_examples=60, deadline=None)
+@given(mask=pair_masks, data=st.data())
+def test_pseudo_labels_fill_exactly_the_missing_values_from_the_predictions(mask, data):
+    n = mask.shape[0]
+    kp = data.draw(arrays(np.float32, (n, 30), elements=values))
+    kp[np.repeat(~mask, 2, axis=1)] = np.nan
+    pred = data.draw(arrays(np.float32, (n, 30), elements=values))
+    before = kp.copy()
+    filled = missing.fill_from_predictions(kp, pred)
+    lab = ~np.isnan(kp)
+    np.testing.assert_array_equal(filled[lab], kp[lab])  # labels kept as given
+    np.testing.assert_array_equal(filled[~lab], pred[~lab])  # gaps from the network
+    assert not np.isnan(filled).any() and filled.dtype == np.float32
+    np.testing.assert_array_equal(np.isnan(kp), np.isnan(before))  # the input is not modified
+
+
+def test_pseudo_labels_refuse_a_shape_mismatch_and_a_non_finite_prediction_they_would_use(kp):
+    with pytest.raises(ValueError, match=r"predictions \(5, 28\) for keypoints \(5, 30\)"):
+        missing.fill_from_predictions(kp, np.zeros((5, 28), np.float32))
+    pred = np.full(kp.shape, 50.0, np.float32)
+    pred[0, 0] = np.nan  # row 0 is complete: this prediction is never used
+    assert not np.isnan(missing.fill_from_predictions(kp, pred)).any()
+    pred[1, 4] = np.inf  # row 1 lacks keypoint 2: this one would be
+    with pytest.raises(ValueError, match="not finite"):
+        missing.fill_from_predictions(kp, pred)

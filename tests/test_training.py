@@ -246,8 +246,9 @@ def test_saved_run_is_reused_for_the_same_settings(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", experiments.STRATEGY_NAMES)
 def test_every_missing_label_strategy_trains_and_scores_on_true_labels(name):
     images, kp = _faces(48)
+    profile = replace(TINY, epochs=2) if name == "pseudo" else TINY  # one epoch a round
     run = experiments.train_strategy(
-        name, images, kp, np.arange(32), np.arange(32, 48), profile=TINY, verbose=0
+        name, images, kp, np.arange(32), np.arange(32, 48), profile=profile, verbose=0
     )
     assert np.isfinite(run.metrics["val_rmse"]) and run.metrics["val_rmse"] > 0
     # the score is the masked RMSE against the TRUE validation labels (NaN skipped), never the
@@ -470,3 +471,67 @@ def test_on_cpus_the_profile_is_kept_and_on_gpus_the_batch_fills_each_gpu():
     assert two.batch_size == 2 * experiments.GPU_BATCH_PER_DEVICE
     exact = experiments.resolve_profile("full", epochs=5)
     assert experiments.fit_to_hardware(exact, gpus=[t4])[0].epochs == 5  # exact epochs stay exact
+
+
+def test_self_training_fills_only_training_gaps_and_starts_the_student_from_the_teacher(
+    tmp_path, monkeypatch
+):
+    images, kp = _faces(56)
+    train, val, test = np.arange(32), np.arange(32, 48), np.arange(48, 56)
+    seen = []
+    real_train_model = training.train_model
+
+    def spy(images_, keypoints_, *args, **kwargs):
+        seen.append((keypoints_.copy(), kwargs.get("initial_weights"), kwargs["profile"]))
+        return real_train_model(images_, keypoints_, *args, **kwargs)
+
+    monkeypatch.setattr(training, "train_model", spy)
+    run = training.self_train(
+        images, kp, train, val, test, profile=replace(TINY, epochs=3), verbose=0, out_dir=tmp_path
+    )
+    (teacher_kp, teacher_init, p1), (student_kp, student_init, p2) = seen
+    assert teacher_init is None and (p1.epochs, p2.epochs) == (2, 1)  # half the epochs, rounded
+    np.testing.assert_array_equal(teacher_kp, kp)  # round 1: the labels as given
+    # round 2: every gap of the training rows filled, every label kept; validation and test
+    # rows untouched (they are scored on their true labels, NaNs included)
+    lab = ~np.isnan(kp)
+    assert not np.isnan(student_kp[train]).any()
+    np.testing.assert_array_equal(student_kp[lab], kp[lab])
+    np.testing.assert_array_equal(student_kp[32:], kp[32:])
+    # the fill is the teacher's flip-averaged prediction
+    teacher = run.extra["teacher"].model
+    pred = training.predict_keypoints(teacher, images[train], flip_average=True)
+    gaps = np.isnan(kp[train])
+    np.testing.assert_allclose(student_kp[train][gaps], pred[gaps], atol=1e-4)
+    # the student started from the teacher's (best-epoch) weights
+    for a, b in zip(student_init, teacher.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["pseudo_labels"] == int(gaps.sum() // 2) == 16 * 11  # odd rows lack 11 keypoints
+    assert m["teacher_epochs_run"] == 2 and m["epochs_run"] == 1
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history["val_rmse"]) == 3  # both rounds' epochs
+    csv = pd.read_csv(tmp_path / "history.csv")
+    assert list(csv["epoch"]) == [0, 1, 2]
+    np.testing.assert_allclose(csv["val_rmse"], history["val_rmse"])
+    val_pred = training.predict_keypoints(run.model, images[val])
+    assert m["val_rmse"] == pytest.approx(keypoints.masked_rmse(kp[val], val_pred), rel=1e-5)
+    with pytest.raises(ValueError, match="at least 2 epochs"):
+        training.self_train(images, kp, train, val, profile=TINY)
+
+
+def test_self_training_splits_a_budget_in_minutes_and_keeps_its_deadline(monkeypatch):
+    seen = []
+
+    def fake(*args, profile, started, **kwargs):
+        seen.append((profile.minutes, started))
+        raise RuntimeError("stop after the first round")
+
+    monkeypatch.setattr(training, "train_model", fake)
+    images, kp = _faces(8)
+    with pytest.raises(RuntimeError):
+        training.self_train(
+            images, kp, np.arange(4), np.arange(4, 8), profile=replace(TINY, minutes=10.0),
+            started=123.0, teacher_share=0.4,
+        )  # fmt: skip
+    assert seen == [(4.0, 123.0)]  # the teacher's share of the budget, from the same start
