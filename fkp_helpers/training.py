@@ -586,7 +586,7 @@ def self_train(
     Validation and test rows keep their true labels and NaNs throughout: they are scored, never
     filled. A budget in minutes covers both rounds, counted from ``started``. Returns the
     student's run; its metrics add the teacher's figures (``teacher_*``), ``pseudo_labels`` (the
-    number of keypoints filled) and ``teacher_share``; ``train_seconds`` covers both rounds and
+    number of keypoints filled), ``teacher_share`` and ``student_seed`` (``seed`` stays the run's); ``train_seconds`` covers both rounds and
     the saved history (history.json, history.csv) is the teacher's epochs followed by the
     student's. Other keyword arguments
     go to both :func:`train_model` calls.
@@ -632,6 +632,8 @@ def self_train(
         **teacher_figures,
         "teacher_share": teacher_share,
         "pseudo_labels": n_filled,
+        "seed": seed,  # the run's; the student's own is seed + 1
+        "student_seed": seed + 1,
         "train_seconds": round(tm["train_seconds"] + student.metrics["train_seconds"], 1),
     }
     history = {k: teacher.history.get(k, []) + student.history.get(k, []) for k in student.history}

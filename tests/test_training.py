@@ -509,6 +509,7 @@ def test_self_training_fills_only_training_gaps_and_starts_the_student_from_the_
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["pseudo_labels"] == int(gaps.sum() // 2) == 16 * 11  # odd rows lack 11 keypoints
     assert m["teacher_epochs_run"] == 2 and m["epochs_run"] == 1
+    assert m["seed"] == training.DEFAULT_SEED and m["student_seed"] == training.DEFAULT_SEED + 1
     history = json.loads((tmp_path / "history.json").read_text())
     assert len(history["val_rmse"]) == 3  # both rounds' epochs
     csv = pd.read_csv(tmp_path / "history.csv")
