@@ -586,10 +586,10 @@ def self_train(
     Validation and test rows keep their true labels and NaNs throughout: they are scored, never
     filled. A budget in minutes covers both rounds, counted from ``started``. Returns the
     student's run; its metrics add the teacher's figures (``teacher_*``), ``pseudo_labels`` (the
-    number of keypoints filled), ``teacher_share`` and ``student_seed`` (``seed`` stays the run's); ``train_seconds`` covers both rounds and
-    the saved history (history.json, history.csv) is the teacher's epochs followed by the
-    student's. Other keyword arguments
-    go to both :func:`train_model` calls.
+    number of keypoints filled), ``teacher_share`` and ``student_seed`` (``seed`` stays the
+    run's); ``train_seconds`` covers both rounds, and the saved history (history.json,
+    history.csv) is the teacher's epochs followed by the student's. Other keyword arguments go
+    to both :func:`train_model` calls.
     """
     if not 0 < teacher_share < 1:
         raise ValueError(f"teacher_share must be between 0 and 1, got {teacher_share}")
@@ -640,8 +640,8 @@ def self_train(
     if out_dir is not None:
         out = Path(out_dir)
         (out / "history.json").write_text(json.dumps(history, indent=1))
-        keys = sorted(history)
-        rows = zip(*(history[k] for k in keys), strict=True)
+        keys = list(history)  # Keras's order, as CSVLogger writes it
+        rows = zip(*history.values(), strict=True)
         lines = [",".join(["epoch", *keys])]
         lines += [",".join([str(e), *map(repr, r)]) for e, r in enumerate(rows)]
         (out / "history.csv").write_text("\n".join(lines) + "\n")

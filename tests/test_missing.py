@@ -190,12 +190,17 @@ pair_masks = arrays(bool, st.tuples(st.integers(1, 12), st.just(15)))
 values = st.floats(0, 95.5, width=32)
 
 
+def _draw_rows(mask, data):
+    """Keypoint rows drawn by hypothesis, NaN where ``mask`` (N, 15) says a keypoint is missing."""
+    kp = data.draw(arrays(np.float32, (mask.shape[0], 30), elements=values))
+    kp[np.repeat(~mask, 2, axis=1)] = np.nan
+    return kp
+
+
 @settings(max_examples=60, deadline=None)
 @given(mask=pair_masks, data=st.data())
 def test_fills_leave_labels_alone_and_leave_no_nan_where_the_column_has_a_value(mask, data):
-    n = mask.shape[0]
-    kp = data.draw(arrays(np.float32, (n, 30), elements=values))
-    kp[np.repeat(~mask, 2, axis=1)] = np.nan
+    kp = _draw_rows(mask, data)
     lab = ~np.isnan(kp)
     has_value = lab.any(axis=0)
     filled = missing.forward_fill(kp)
@@ -215,10 +220,8 @@ def test_fills_leave_labels_alone_and_leave_no_nan_where_the_column_has_a_value(
 @settings(max_examples=60, deadline=None)
 @given(mask=pair_masks, data=st.data())
 def test_pseudo_labels_fill_exactly_the_missing_values_from_the_predictions(mask, data):
-    n = mask.shape[0]
-    kp = data.draw(arrays(np.float32, (n, 30), elements=values))
-    kp[np.repeat(~mask, 2, axis=1)] = np.nan
-    pred = data.draw(arrays(np.float32, (n, 30), elements=values))
+    kp = _draw_rows(mask, data)
+    pred = data.draw(arrays(np.float32, kp.shape, elements=values))
     before = kp.copy()
     filled = missing.fill_from_predictions(kp, pred)
     lab = ~np.isnan(kp)
