@@ -9,6 +9,9 @@ plus the spread of the first row over a second seed: read only gaps larger than 
 
 Not part of ``make bench`` (it trains for half an hour): ``make bench-recipes``.
 ``FKP_RECIPE_WIDTHS=32,64,128,256`` sets the base widths (default: the compare profile's).
+``FKP_RECIPE_ROWS="weight decay 0.05,full-strength augmentation"`` trains only those rows beside
+the reference and its second seed (names as in :data:`CHANGES`); with
+``FKP_RECIPE_MINUTES=18 FKP_RECIPE_WIDTHS=32,64,128,256`` a row is one full-profile run.
 """
 
 import os
@@ -25,7 +28,7 @@ STANDIN = REPO.parent / "shared" / "data" / "fkd-standin"
 if "FKP_DATA_DIR" not in os.environ and STANDIN.is_dir():
     os.environ["FKP_DATA_DIR"] = str(STANDIN)
 
-from fkp_helpers import data, experiments, training  # noqa: E402
+from fkp_helpers import augment, data, experiments, training  # noqa: E402
 from fkp_helpers.keypoints import masked_rmse  # noqa: E402
 
 MINUTES = float(os.environ.get("FKP_RECIPE_MINUTES", "4"))
@@ -39,6 +42,16 @@ CHANGES = {
     "L1 loss": ("masked L1 on the coordinates", {"loss": "l1"}, {}),
     "Wing loss": ("masked Wing loss (w = 4 px, eps = 1 px)", {"loss": "wing"}, {}),
     "EMA 0.99": ("evaluate an exponential moving average of the weights", {"ema": 0.99}, {}),
+    "weight decay 0.05": (
+        "AdamW's decoupled weight decay 0.05 instead of 1e-4",
+        {},
+        {"weight_decay": 0.05},
+    ),
+    "full-strength augmentation": (
+        "chapter 4's full ranges (augment.AugmentConfig()) instead of 50-70% of them",
+        {"augment_config": augment.AugmentConfig()},
+        {},
+    ),
     "wider": (f"widths {FULL_WIDTHS} (fewer epochs fit)", {}, {"widths": FULL_WIDTHS}),
     "pseudo-labels": (
         "two rounds (training.self_train): half the budget, then the rest on the training "
@@ -62,7 +75,21 @@ TTA = {
 }
 
 
+def selected_changes() -> dict:
+    """:data:`CHANGES`, or the reference, its second seed and the rows named in
+    ``$FKP_RECIPE_ROWS`` (comma-separated)."""
+    names = [n.strip() for n in os.environ.get("FKP_RECIPE_ROWS", "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in CHANGES]
+    if unknown:
+        raise SystemExit(
+            f"FKP_RECIPE_ROWS: unknown rows {unknown}; expected some of {list(CHANGES)}"
+        )
+    keep = {"reference", "reference, seed + 1", *names} if names else set(CHANGES)
+    return {n: c for n, c in CHANGES.items() if n in keep}
+
+
 def main() -> int:
+    changes = selected_changes()
     train_set = data.load_training()
     tr, va, _ = experiments.course_split(train_set)
     base = replace(experiments.PROFILES["full"], minutes=MINUTES, widths=BASE_WIDTHS)
@@ -70,7 +97,7 @@ def main() -> int:
     print(f"data: {train_set.path}; {len(tr)} train, {len(va)} validation faces")
     print(f"budget: {MINUTES:g} minutes a row; base widths {BASE_WIDTHS}")
     rows, ref_model, ref_rmse = [], None, None
-    for name, (what, kwargs, prof_changes) in CHANGES.items():
+    for name, (what, kwargs, prof_changes) in changes.items():
         prof = replace(base, **prof_changes)
         kwargs = {"seed": 0, **kwargs}
         fit = training.self_train if kwargs.pop("self_train", False) else training.train_model
@@ -117,8 +144,9 @@ def main() -> int:
         print(f"| {name} | {what} | {sec:.0f} | {ep} | {r:.3f} | {rf:.3f} | {ratio:.3f} |")
     spread = abs(rows[1][5] - rows[0][5])
     print(f"\nrecipes_seed_spread_px: {spread:.3f}")
-    best = min(rows[2 : len(CHANGES)], key=lambda r: r[5])
-    print(f"recipes_best_change: {best[0]} ({best[5]:.3f} px vs {ref_rmse:.3f})")
+    if len(changes) > 2:
+        best = min(rows[2 : len(changes)], key=lambda r: r[5])
+        print(f"recipes_best_change: {best[0]} ({best[5]:.3f} px vs {ref_rmse:.3f})")
     return 0
 
 

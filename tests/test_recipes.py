@@ -136,3 +136,30 @@ def test_tta_maps_each_view_back_to_the_face():
         training.predict_tta(model, faces, flip_average=True),
         training.predict_keypoints(model, faces, flip_average=True),
     )
+
+
+def test_bench_recipes_trains_the_rows_named_in_fkp_recipe_rows(monkeypatch, tmp_path):
+    """``FKP_RECIPE_ROWS`` keeps the reference, its second seed and the rows it names, in the
+    table's order; an unknown name stops the benchmark before any training, naming it."""
+    import importlib.util
+    from pathlib import Path
+
+    monkeypatch.setenv("FKP_DATA_DIR", str(tmp_path))  # the module's import must not change it
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_recipes.py"
+    spec = importlib.util.spec_from_file_location("bench_recipes_under_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    monkeypatch.delenv("FKP_RECIPE_ROWS", raising=False)
+    assert list(bench.selected_changes()) == list(bench.CHANGES)
+    monkeypatch.setenv("FKP_RECIPE_ROWS", "full-strength augmentation, weight decay 0.05")
+    assert list(bench.selected_changes()) == [
+        "reference",
+        "reference, seed + 1",
+        "weight decay 0.05",
+        "full-strength augmentation",
+    ]
+    assert bench.CHANGES["weight decay 0.05"][2] == {"weight_decay": 0.05}
+    monkeypatch.setenv("FKP_RECIPE_ROWS", "weight decay 0.05,no such row")
+    with pytest.raises(SystemExit, match="no such row"):
+        bench.selected_changes()
