@@ -82,16 +82,48 @@ EYES_96: dict[str, tuple[float, float]] = {
 }
 """Kaggle's mean eye centres (from :data:`fkp_helpers.keypoints.KAGGLE_MEANS`) in the 96x96 frame (pixels): where :func:`align_face` puts eyes."""
 
-PORTRAIT_MARKS: dict[str, tuple[float, float]] = {
-    "left_eye_center": (247.0, 104.0),
-    "right_eye_center": (203.0, 100.5),
-    "nose_tip": (222.5, 126.5),
-    "mouth_center_bottom_lip": (222.0, 149.0),
-}
-"""Four keypoints of :func:`sample_portrait`, marked by hand on a 12x enlargement (photo pixels,
-pixel centres at integers; about ±1.5 px). Eye centres are the middle of each eye's outline
-(the smile narrows the eyes), the nose tip is its lowest bright point, and the bottom lip is the
-lower lip's inner edge under the teeth (the stand-in's convention for that keypoint)."""
+MARKS_FILE = Path(__file__).with_name("assets") / "portrait_marks.json"
+"""Hand marks on the sample portraits (JSON, photo pixels): ``{"portraits": {name: {"note": ...,
+"keypoints": {keypoint: [x, y]}}}}``, read by :func:`load_marks`. The file's ``about`` says how
+they were marked and how certain they are."""
+
+
+def load_marks(path: str | os.PathLike = MARKS_FILE) -> dict[str, dict[str, tuple[float, float]]]:
+    """Hand-marked keypoints per portrait, ``{portrait: {keypoint: (x, y)}}`` in photo pixels,
+    from a JSON file laid out like :data:`MARKS_FILE`. A portrait may leave out keypoints it
+    cannot show (hidden, out of the photo). Raises ValueError naming the file, the portrait and
+    the keypoint for an unknown keypoint name or a mark that is not two finite numbers."""
+    import json
+
+    path = Path(path)
+    try:
+        portraits = json.loads(path.read_text(encoding="utf-8"))["portraits"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a marks file with a 'portraits' object ({e})") from e
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for name, entry in portraits.items():
+        marks = {}
+        for key, xy in dict(entry.get("keypoints", {})).items():
+            where = f"{path}: portrait {name!r}, keypoint {key!r}"
+            if key not in fdata.KEYPOINT_NAMES:
+                raise ValueError(f"{where}: not one of Kaggle's 15 keypoint names")
+            ok = isinstance(xy, list) and len(xy) == 2
+            ok = ok and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+                for v in xy
+            )
+            if not ok:
+                raise ValueError(f"{where}: expected [x, y] in pixels, got {xy!r}")
+            marks[key] = (float(xy[0]), float(xy[1]))
+        if not marks:
+            raise ValueError(f"{path}: portrait {name!r} has no marked keypoints")
+        out[name] = marks
+    return out
+
+
+PORTRAIT_MARKS: dict[str, tuple[float, float]] = load_marks()["astronaut"]
+"""The hand marks of :func:`sample_portrait` ``("astronaut")``, all 15 keypoints (photo pixels;
+from :data:`MARKS_FILE`)."""
 
 SAMPLE_PORTRAIT_SOURCES: dict[str, str] = {
     "astronaut": "Eileen Collins, NASA astronaut, official portrait (NASA photo, public domain), "
