@@ -78,10 +78,10 @@ serve:
 bench: $(STAMP)
 	@for b in $(filter-out benchmarks/bench_recipes.py,$(wildcard benchmarks/bench_*.py)); do MPLBACKEND=Agg $(PY) $$b || exit 1; done
 
-## make bench-recipes: recipe changes (loss, EMA, weight decay, augmentation strength, width,
-## pseudo-labels, test-time augmentation) on one split at one budget each (FKP_RECIPE_MINUTES,
-## default 4: about 40 minutes in all; FKP_RECIPE_ROWS="name,name" trains only those rows beside
-## the reference and its second seed)
+## make bench-recipes: recipe changes (loss, EMA, weight decay, augmentation strength, width
+## either way, pseudo-labels, test-time augmentation) on one split at one budget each
+## (FKP_RECIPE_MINUTES, default 4: about 45 minutes in all; FKP_RECIPE_ROWS="name,name" trains
+## only those rows beside the reference and its second seed)
 .PHONY: bench-recipes
 bench-recipes: $(STAMP)
 	MPLBACKEND=Agg $(PY) benchmarks/bench_recipes.py

@@ -53,6 +53,11 @@ CHANGES = {
         {},
     ),
     "wider": (f"widths {FULL_WIDTHS} (fewer epochs fit)", {}, {"widths": FULL_WIDTHS}),
+    "narrower": (
+        f"half the base widths, {tuple(w // 2 for w in BASE_WIDTHS)} (more epochs fit)",
+        {},
+        {"widths": tuple(w // 2 for w in BASE_WIDTHS)},
+    ),
     "pseudo-labels": (
         "two rounds (training.self_train): half the budget, then the rest on the training "
         "labels filled with its predictions",
@@ -146,7 +151,12 @@ def main() -> int:
     print(f"\nrecipes_seed_spread_px: {spread:.3f}")
     if len(changes) > 2:
         best = min(rows[2 : len(changes)], key=lambda r: r[5])
-        print(f"recipes_best_change: {best[0]} ({best[5]:.3f} px vs {ref_rmse:.3f})")
+        gain = ref_rmse - best[5]
+        verdict = "a win" if gain > spread else "not a win: within the seed spread or worse"
+        print(
+            f"recipes_best_change: {best[0]} ({best[5]:.3f} px vs {ref_rmse:.3f}; "
+            f"gain {gain:+.3f} px against a spread of {spread:.3f}: {verdict})"
+        )
     return 0
 
 
