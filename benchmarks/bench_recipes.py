@@ -34,6 +34,7 @@ from fkp_helpers.keypoints import masked_rmse  # noqa: E402
 MINUTES = float(os.environ.get("FKP_RECIPE_MINUTES", "4"))
 BASE_WIDTHS = tuple(int(w) for w in os.environ.get("FKP_RECIPE_WIDTHS", "16,32,64,128").split(","))
 FULL_WIDTHS = experiments.PROFILES["full"].widths
+NARROW_WIDTHS = tuple(w // 2 for w in BASE_WIDTHS)
 
 # name -> (what changes, train_model keyword arguments, profile changes)
 CHANGES = {
@@ -54,9 +55,9 @@ CHANGES = {
     ),
     "wider": (f"widths {FULL_WIDTHS} (fewer epochs fit)", {}, {"widths": FULL_WIDTHS}),
     "narrower": (
-        f"half the base widths, {tuple(w // 2 for w in BASE_WIDTHS)} (more epochs fit)",
+        f"half the base widths, {NARROW_WIDTHS} (more epochs fit)",
         {},
-        {"widths": tuple(w // 2 for w in BASE_WIDTHS)},
+        {"widths": NARROW_WIDTHS},
     ),
     "pseudo-labels": (
         "two rounds (training.self_train): half the budget, then the rest on the training "

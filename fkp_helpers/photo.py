@@ -22,6 +22,7 @@ The pipeline, one function per step:
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -93,8 +94,6 @@ def load_marks(path: str | os.PathLike = MARKS_FILE) -> dict[str, dict[str, tupl
     from a JSON file laid out like :data:`MARKS_FILE`. A portrait may leave out keypoints it
     cannot show (hidden, out of the photo). Raises ValueError naming the file, the portrait and
     the keypoint for an unknown keypoint name or a mark that is not two finite numbers."""
-    import json
-
     path = Path(path)
     try:
         portraits = json.loads(path.read_text(encoding="utf-8"))["portraits"]
