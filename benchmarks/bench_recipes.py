@@ -3,7 +3,8 @@
 Each row trains the residual heatmap network once, from the same seed, on the course's grouped
 split of the data in force, for the same wall-time budget (``FKP_RECIPE_MINUTES``, default 4
 minutes a row, the schedule fitted to it by ``training.MinutesBudget``), changing one thing
-against the first row. Test-time augmentation rows reuse the first row's model. Prints a table
+against the first row. Test-time augmentation rows, and the second look
+(``training.predict_second_look``), reuse the first row's model. Prints a table
 (Markdown) with seconds, epochs, validation RMSE (flip-averaged) and the ratio to the first row,
 plus the spread of the first row over a second seed: read only gaps larger than that.
 
@@ -127,15 +128,20 @@ def main() -> int:
         print(f"  {name}: {rows[-1][2]:.0f} s, {epochs} epochs, {rmse:.3f} px", flush=True)
         sys.stdout.flush()
     x = train_set.images[va]
-    for name, views in TTA.items():
+    looks = {name: (2 * len(views), views) for name, views in TTA.items()}
+    looks["second look (aligned on the predicted eyes)"] = (4, None)
+    for name, (passes, views) in looks.items():
         t0 = time.perf_counter()
-        pred = training.predict_tta(ref_model, x, views)
+        if views is None:  # the whole second look, the first look included
+            pred = training.predict_second_look(ref_model, x)
+        else:
+            pred = training.predict_tta(ref_model, x, views)
         ms = 1000 * (time.perf_counter() - t0) / len(x)
         rmse = float(masked_rmse(y_val, pred))
         rows.append(
             (
                 name,
-                f"{2 * len(views)} passes a face, {ms:.2f} ms a face",
+                f"{passes} passes a face, {ms:.2f} ms a face",
                 0.0,
                 0,
                 rmse,

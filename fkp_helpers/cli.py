@@ -77,7 +77,11 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     from fkp_helpers import experiments
 
     experiments.submit_cli(
-        model_path=args.model, data_dir=args.data_dir, out=args.out, flip_average=args.flip
+        model_path=args.model,
+        data_dir=args.data_dir,
+        out=args.out,
+        flip_average=args.flip,
+        second_look=args.second_look,
     )
     return 0
 
@@ -157,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="average with the mirrored face's prediction (default: what the training run chose)",
+    )
+    s.add_argument(
+        "--second-look",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="predict again on each face aligned by its predicted eyes, flip-averaged "
+        "(default: what the training run chose)",
     )
     s.set_defaults(func=_cmd_submit)
 

@@ -24,6 +24,8 @@ from fkp_helpers.seeding import DEFAULT_SEED
 from fkp_helpers.training import (
     Profile,
     RunResult,
+    chosen_look,
+    predict_as_chosen,
     predict_keypoints,
     self_train,
     train_model,
@@ -373,9 +375,12 @@ def train_cli(
     m = train_reference_run(data_dir, p, out, seed, verbose, precision, started).metrics
     print(
         f"validation RMSE {m['val_rmse']:.3f} px (flip-averaged "
-        f"{m['val_rmse_flip_average']:.3f}; mean shape {m['baseline_val_rmse']:.3f}); "
+        f"{m['val_rmse_flip_average']:.3f}; second look {m['val_rmse_second_look']:.3f}; "
+        f"mean shape {m['baseline_val_rmse']:.3f}); "
         f"test RMSE {m['test_rmse']:.3f} px (flip-averaged {m['test_rmse_flip_average']:.3f}; "
-        f"mean shape {m['baseline_test_rmse']:.3f}); {m['train_seconds']:.0f} s; "
+        f"second look {m['test_rmse_second_look']:.3f}; "
+        f"mean shape {m['baseline_test_rmse']:.3f}); chosen: {chosen_look(m)}; "
+        f"{m['train_seconds']:.0f} s; "
         f"{m['wall_seconds']:.0f} s in all, {m['epochs_run']} epochs; "
         f"peak RSS {m['peak_rss_mb']:.0f} MB; written to {out}",
         file=sys.stderr,
@@ -383,32 +388,39 @@ def train_cli(
     return m
 
 
-def submit_cli(model_path, data_dir=None, out="submission.csv", flip_average=None) -> Path:
+def submit_cli(
+    model_path, data_dir=None, out="submission.csv", flip_average=None, second_look=None
+) -> Path:
     """``fkp submit``: predict the test set and write Kaggle's RowId,Location file.
 
-    ``flip_average=None`` uses what the training run chose on its validation faces
-    (``flip_average`` in the metrics.json beside the model), defaulting to on.
+    By default the faces are predicted the way the training run chose on its validation faces
+    (``flip_average`` and ``second_look`` in the metrics.json beside the model; without one:
+    flip-averaged, no second look); ``flip_average`` or ``second_look`` (booleans) override that
+    choice. The second look is always flip-averaged.
     """
     from fkp_helpers import models
 
     model_path = Path(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path}: no such model file (train one with `fkp train`)")
-    if flip_average is None:
-        mfile = model_path.parent / "metrics.json"
-        flip_average = (
-            bool(json.loads(mfile.read_text()).get("flip_average", True))
-            if mfile.exists()
-            else True
-        )
+    mfile = model_path.parent / "metrics.json"
+    chosen = json.loads(mfile.read_text()) if mfile.exists() else {}
+    choice = {
+        "flip_average": bool(chosen.get("flip_average", True)),
+        "second_look": bool(chosen.get("second_look", False)),
+    }
+    if flip_average is not None:
+        choice["flip_average"] = bool(flip_average)
+    if second_look is not None:
+        choice["second_look"] = bool(second_look)
     test = fdata.load_test(data_dir)
     lookup = fdata.load_lookup(data_dir)
     model = models.load_model(model_path)
-    pred = predict_keypoints(model, test.images, flip_average=flip_average)
+    pred = predict_as_chosen(model, test.images, choice)
     table = fdata.write_submission(pred, lookup, out, image_ids=test.image_ids)
     print(
         f"fkp submit: {len(table)} rows for {len(test)} test faces written to {out} "
-        f"(flip averaging {'on' if flip_average else 'off'})",
+        f"({chosen_look(choice)})",
         file=sys.stderr,
     )
     return Path(out)

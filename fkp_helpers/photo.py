@@ -532,9 +532,9 @@ def predict_faces(
 ) -> list[Face]:
     """Find the faces of a photo (or use ``boxes``), crop, predict and map the keypoints back.
 
-    With ``refine``, a second look: each face is cut out again with its predicted eyes moved
-    onto Kaggle's mean eye positions (:func:`eye_alignment_matrix`: this undoes the tilt and the
-    detector's error in scale and position) and predicted again.
+    With ``refine``, a second look (:func:`look_again`): each face is cut out again with its
+    predicted eyes moved onto Kaggle's mean eye positions (:func:`eye_alignment_matrix`: this
+    undoes the tilt and the detector's error in scale and position) and predicted again.
     Returns one :class:`Face` per face, left to right; an empty list when none is found.
     """
     rgb = as_rgb(photo, "photo")
@@ -549,14 +549,29 @@ def predict_faces(
     kp96 = predict_crops(model, images, flip_average=flip_average)
     kp = [c.to_photo(k) for c, k in zip(crops, kp96, strict=True)]
     if refine:
-        mats = [eye_alignment_matrix(k) for k in kp]
-        images = np.stack([warp_face(gray, m) for m in mats])
-        kp96 = predict_crops(model, images, flip_average=flip_average)
-        kp = [apply_affine(k, invert_affine(m)) for k, m in zip(kp96, mats, strict=True)]
+        kp, images, kp96, mats = look_again(
+            model, [gray] * len(kp), np.stack(kp), flip_average=flip_average
+        )
     return [
         Face(tuple(int(v) for v in b), c, im, k96, k, m)
         for b, c, im, k96, k, m in zip(boxes, crops, images, kp96, kp, mats, strict=True)
     ]
+
+
+def look_again(model, images, keypoints, flip_average=True):
+    """The second look: each face is cut out again with its predicted eye centres moved onto
+    Kaggle's mean eye positions (:func:`eye_alignment_matrix`: this undoes its tilt and its
+    error in size and position), predicted again, and the new points carried back.
+
+    ``images``: one grey uint8 image per face (a photo, or a 96x96 face itself); ``keypoints``
+    ``(N, 30)``: the first look, in each image's pixels. Returns ``(keypoints, crops,
+    keypoints_96, matrices)``: the new points in image pixels (float64 ``(N, 30)``), the aligned
+    96x96 crops, their points in the crops' pixels and the 2x3 image-to-crop maps.
+    """
+    mats = np.stack([eye_alignment_matrix(k) for k in keypoints])  # image -> aligned crop
+    crops = np.stack([warp_face(image, m) for image, m in zip(images, mats, strict=True)])
+    kp96 = predict_crops(model, crops, flip_average=flip_average)  # in the crops' pixels
+    return apply_affine(kp96, invert_affine(mats)), crops, kp96, mats
 
 
 def time_per_face(model, repeats: int = 30, warmup: int = 3, flip_average: bool = False) -> dict:

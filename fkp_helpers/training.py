@@ -23,7 +23,15 @@ import numpy as np
 from keras import ops
 
 from fkp_helpers import augment, models
-from fkp_helpers.keypoints import N_KEYPOINTS, flip_keypoints, masked_rmse, mean_shape
+from fkp_helpers.keypoints import (
+    KAGGLE_MEAN_SHAPE,
+    N_KEYPOINTS,
+    eye_distance,
+    flip_keypoints,
+    head_tilt_deg,
+    masked_rmse,
+    mean_shape,
+)
 from fkp_helpers.keypoints import per_keypoint_rmse as _per_keypoint_rmse
 from fkp_helpers.missing import fill_from_predictions
 from fkp_helpers.seeding import DEFAULT_SEED, seed_everything
@@ -205,7 +213,7 @@ class MinutesBudget(keras.callbacks.Callback):
         deadline: float,
         steps_per_epoch: int,
         max_epochs: int,
-        reserve_passes: float = 6.0,
+        reserve_passes: float = 10.0,
         margin: float = 1.05,
         verbose: bool = True,
         clock=time.time,
@@ -235,8 +243,9 @@ class MinutesBudget(keras.callbacks.Callback):
         self.val_seconds = self.clock() - self.v0
 
     def reserve_s(self) -> float:
-        """Seconds kept for after training: the final predictions (validation and test, with
-        and without flip) and saving, estimated from the last validation pass."""
+        """Seconds kept for after training: the final predictions (validation and test: one
+        look, flip-averaged and the second look, five passes each) and saving, estimated from
+        the last validation pass."""
         return self.reserve_passes * self.val_seconds + 5.0
 
     def next_epoch_s(self, took: float) -> float:
@@ -364,16 +373,83 @@ class RunResult:
     extra: dict = field(default_factory=dict)
 
 
+def beyond_training_range(keypoints, config=None) -> np.ndarray:
+    """Faces (bool ``(N,)``) that the training augmentation did not reach, judged from their
+    keypoints ``(N, 30)`` (pixels; a first look's prediction): tilted by more than
+    ``config.rotation_deg`` degrees against Kaggle's mean eye line, or with an eye distance
+    whose ratio to Kaggle's mean is outside ``config.scale``. Default ``config``:
+    :func:`training_augment_config`."""
+    config = training_augment_config() if config is None else config
+    tilt = head_tilt_deg(keypoints) - head_tilt_deg(KAGGLE_MEAN_SHAPE)  # degrees
+    size = eye_distance(keypoints) / eye_distance(KAGGLE_MEAN_SHAPE)  # a zoom factor
+    return (
+        (np.abs(tilt) > config.rotation_deg) | (size < config.scale[0]) | (size > config.scale[1])
+    )
+
+
+def predict_second_look(model, images, first=None, config=None):
+    """Keypoints (float32 ``(N, 30)``, pixels) for uint8 faces ``(N, 96, 96)``: the
+    flip-averaged first look (``first``, if already predicted), then a second, flip-averaged
+    look (:func:`fkp_helpers.photo.look_again`) at the faces that it finds beyond the training
+    augmentation's range (:func:`beyond_training_range`). The others keep their first look:
+    a warp that hardly moves a face only blurs it."""
+    from fkp_helpers.photo import look_again
+
+    x = np.asarray(images)
+    if first is None:
+        first = predict_keypoints(model, x, flip_average=True)
+    out = np.array(first, np.float32)
+    again = beyond_training_range(first, config)
+    if again.any():
+        out[again] = look_again(model, x[again], out[again])[0]
+    return out
+
+
+LOOK_SUFFIX = {"one look": "", "flip-averaged": "_flip_average", "second look": "_second_look"}
+"""The ways to predict that a run measures, and the suffix of their RMSE keys in its metrics."""
+
+
+def choose_looks(val_metrics: dict) -> dict:
+    """What the validation faces choose (``flip_average`` and ``second_look``, booleans): the
+    way of predicting with the lowest validation RMSE among :data:`LOOK_SUFFIX`'s. The second
+    look is always flip-averaged, so choosing it also sets ``flip_average``."""
+    scores = {k: val_metrics[f"val_rmse{s}"] for k, s in LOOK_SUFFIX.items()}
+    best = min(scores, key=scores.get)
+    return {"flip_average": best != "one look", "second_look": best == "second look"}
+
+
+def chosen_look(metrics: dict) -> str:
+    """The key of :data:`LOOK_SUFFIX` that a run's ``flip_average``/``second_look`` choice
+    names (a run saved before the second look existed has no ``second_look``: off)."""
+    if metrics.get("second_look", False):
+        return "second look"
+    return "flip-averaged" if metrics.get("flip_average", True) else "one look"
+
+
+def predict_as_chosen(model, images: np.ndarray, metrics: dict) -> np.ndarray:
+    """Keypoints (float32 ``(N, 30)``, pixels) for uint8 faces ``(N, 96, 96)``, predicted the way
+    a run's validation faces chose (:func:`chosen_look` of its ``metrics``): one look,
+    flip-averaged, or with a second look. What ``fkp submit`` and chapter 6 use."""
+    look = chosen_look(metrics)
+    if look == "second look":
+        return predict_second_look(model, images)
+    return predict_keypoints(model, images, flip_average=look == "flip-averaged")
+
+
 def measure(model, images, keypoints, idx, train_keypoints, part: str) -> dict:
-    """RMSE (pixels) of ``model`` on rows ``idx``, with and without flip averaging, per keypoint,
-    and the mean shape of ``train_keypoints`` on the same rows; keys prefixed by ``part``."""
+    """RMSE (pixels) of ``model`` on rows ``idx``: one look, flip-averaged, and after a second
+    look (:func:`predict_second_look`); per keypoint, and the mean shape of ``train_keypoints``
+    on the same rows; keys prefixed by ``part``."""
     y = keypoints[idx]
     pred = predict_keypoints(model, images[idx])
     pred_flip = predict_keypoints(model, images[idx], flip_average=True)
+    pred_second = predict_second_look(model, images[idx], pred_flip)
     base = np.broadcast_to(mean_shape(train_keypoints), y.shape)
     return {
         f"{part}_rmse": masked_rmse(y, pred),
         f"{part}_rmse_flip_average": masked_rmse(y, pred_flip),
+        f"{part}_rmse_second_look": masked_rmse(y, pred_second),
+        f"{part}_second_look_faces": int(beyond_training_range(pred_flip).sum()),
         f"{part}_rmse_per_keypoint": _per_keypoint_rmse(y, pred),
         f"baseline_{part}_rmse": masked_rmse(y, base),
         f"n_{part}": int(len(idx)),
@@ -513,12 +589,10 @@ def train_model(
 
     train_kp = keypoints[train_idx]
     metrics = measure(net, images, y_true, val_idx, train_kp, "val")
-    metrics["flip_average"] = metrics["val_rmse_flip_average"] < metrics["val_rmse"]
+    metrics.update(choose_looks(metrics))
     if test_idx is not None and len(test_idx):
         metrics.update(measure(net, images, y_true, np.asarray(test_idx), train_kp, "test"))
-        metrics["test_rmse_chosen"] = metrics[
-            "test_rmse_flip_average" if metrics["flip_average"] else "test_rmse"
-        ]
+        metrics["test_rmse_chosen"] = metrics[f"test_rmse{LOOK_SUFFIX[chosen_look(metrics)]}"]
     metrics.update(
         {
             "ratio_to_baseline": metrics["val_rmse"] / metrics["baseline_val_rmse"],

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from fkp_helpers import data, experiments, photo
@@ -453,3 +455,52 @@ def test_a_trained_model_finds_the_hand_marked_points_of_the_portrait(portrait):
     for name, share in tolerance.items():
         err = np.hypot(*(pts[data.KEYPOINT_NAMES.index(name)] - MARKS[name]))
         assert err < share * iod, f"{name}: {err:.1f} px from the hand mark"
+
+
+class ConstantModel:
+    """A model-shaped stub that answers ``answer`` (30 pixels of the 96x96 frame) for any face."""
+
+    def __init__(self, answer):
+        self.answer = np.asarray(answer, np.float32)
+
+    def predict_on_batch(self, x):
+        return np.tile(self.answer, (len(x), 1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    angle=st.floats(-40, 40),
+    eye_distance=st.floats(15, 60),
+    cx=st.floats(30, 66),
+    cy=st.floats(30, 66),
+)
+def test_look_again_carries_the_aligned_frames_points_back_to_the_face(angle, eye_distance, cx, cy):
+    """A model that always puts the eyes on Kaggle's mean eye positions, looking again at a face
+    whose first look found its eyes anywhere (tilted, small or large): the second look's eyes
+    come back exactly onto the first look's, and every other point keeps its place relative to
+    the eyes (the inverse of the same similarity transform)."""
+    answer = np.array(MeanFaceModel().mean, np.float64)
+    answer[0:2] = photo.EYES_96["left_eye_center"]
+    answer[2:4] = photo.EYES_96["right_eye_center"]
+    t = np.radians(angle)
+    half = eye_distance / 2 * np.array([np.cos(t), np.sin(t)])
+    first = np.full((1, 30), 47.5)
+    first[0, 0:2] = (cx, cy) + half  # the subject's left eye, at image right
+    first[0, 2:4] = (cx, cy) - half
+    face = np.zeros((96, 96), np.uint8)
+    again, crops, kp96, mats = photo.look_again(ConstantModel(answer), [face], first, False)
+    assert crops.shape == (1, 96, 96) and crops.dtype == np.uint8 and mats.shape == (1, 2, 3)
+    np.testing.assert_allclose(again[0, :4], first[0, :4], atol=1e-3)
+    np.testing.assert_allclose(kp96[0], answer, atol=1e-4)
+    # distances scale by 1 / (the alignment's scale), so ratios to the eye distance hold
+    pts, ref = again[0].reshape(15, 2), answer.reshape(15, 2)
+    ratio = np.linalg.norm(pts - pts[0], axis=1) / np.linalg.norm(ref - ref[0], axis=1).clip(1e-9)
+    np.testing.assert_allclose(ratio[1:], eye_distance / np.linalg.norm(ref[0] - ref[1]), rtol=1e-4)
+
+
+def test_look_again_refuses_a_face_whose_eyes_coincide():
+    answer = np.array(MeanFaceModel().mean, np.float64)
+    first = np.tile(answer, (2, 1))
+    first[1, 2:4] = first[1, 0:2]  # both eyes on one point: no alignment exists
+    with pytest.raises(ValueError, match="coincide"):
+        photo.look_again(ConstantModel(answer), np.zeros((2, 96, 96), np.uint8), first)
