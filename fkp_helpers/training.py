@@ -483,8 +483,9 @@ def train_model(
     images: uint8 (N, 96, 96); keypoints: float32 (N, 30) pixels, NaN = missing (the masked
     loss skips them; a caller who filled them in trains on the filled values). Validation and
     test scores always use ``val_keypoints`` (default: ``keypoints``) with its true NaNs, so
-    filled labels never flatter a recipe. The best epoch and the flip-averaging choice are made
-    on the validation rows; ``test_idx`` rows are only measured.
+    filled labels never flatter a recipe. The best epoch and the way of predicting (one look,
+    flip-averaged or the second look: :func:`choose_looks`) are chosen on the validation
+    rows; ``test_idx`` rows are only measured.
 
     ``augment_config``: ``"default"`` (:func:`training_augment_config`), ``None`` or an
     :class:`~fkp_helpers.augment.AugmentConfig`. ``distribute``: an optional ``tf.distribute``
