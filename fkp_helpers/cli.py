@@ -166,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--second-look",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="predict again on each face aligned by its predicted eyes, flip-averaged "
-        "(default: what the training run chose)",
+        help="predict again, aligned by the predicted eyes, the faces beyond the training "
+        "augmentation's range; flip-averaged (default: what the training run chose)",
     )
     s.set_defaults(func=_cmd_submit)
 

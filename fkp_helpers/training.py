@@ -244,7 +244,7 @@ class MinutesBudget(keras.callbacks.Callback):
 
     def reserve_s(self) -> float:
         """Seconds kept for after training: the final predictions (validation and test: one
-        look, flip-averaged and the second look, five passes each) and saving, estimated from
+        look, flip-averaged and the second look, up to five passes each) and saving, estimated from
         the last validation pass."""
         return self.reserve_passes * self.val_seconds + 5.0
 
