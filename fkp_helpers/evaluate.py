@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fkp_helpers import augment
 from fkp_helpers import data as fdata
 from fkp_helpers import keypoints as K
 
@@ -311,6 +312,141 @@ def binned_error(
             }
         )
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# How precise are the labels?
+
+NEAR_IDENTICAL = 0.95
+"""Two faces count as near-identical frames when their eye-aligned thumbnails
+(:func:`fkp_helpers.splits.eye_aligned_thumbnails`) correlate at least this much (the split's
+near-duplicate groups link faces from 0.85)."""
+
+REGISTRATION_MARGIN = 16
+"""Pixels left out at each edge when two faces are compared: the 64x64 middle holds the face,
+the edges mostly background and the replicated border of the stand-in's placement."""
+
+LAID_OVER = 0.98
+"""The least correlation of two registered faces' middles for their label difference to count in
+:func:`label_noise`: below it the frames differ by more than the labels (a blink, a smile)."""
+
+
+def near_identical_pairs(
+    images: np.ndarray, keypoints: np.ndarray, threshold: float = NEAR_IDENTICAL
+) -> np.ndarray:
+    """Pairs of near-identical faces: each face with both eye centres labelled, with the other
+    such face whose eye-aligned thumbnail correlates most with its own, where that correlation
+    is at least ``threshold``. Returns int ``(M, 2)`` row indices, the smaller first, each pair
+    once, sorted. ``images``: uint8 ``(N, 96, 96)``; ``keypoints``: ``(N, 30)`` pixels."""
+    from fkp_helpers.splits import eye_aligned_thumbnails
+
+    images, keypoints = np.asarray(images), np.asarray(keypoints, np.float64)
+    if len(images) != len(keypoints):
+        raise ValueError(f"{len(images)} images but {len(keypoints)} rows of keypoints")
+    le, re = K.eye_centres(keypoints)
+    rows = np.flatnonzero(np.isfinite(le).all(1) & np.isfinite(re).all(1))
+    if len(rows) < 2:
+        return np.empty((0, 2), int)
+    t = eye_aligned_thumbnails(images[rows], keypoints[rows])
+    best, corr = np.empty(len(rows), int), np.empty(len(rows))
+    for start in range(0, len(rows), 1024):  # blocks keep memory at 1024 x N
+        c = t[start : start + 1024] @ t.T
+        c[np.arange(len(c)), start + np.arange(len(c))] = -np.inf  # not itself
+        best[start : start + 1024], corr[start : start + 1024] = c.argmax(1), c.max(1)
+    keep = np.flatnonzero(corr >= threshold)
+    pairs = np.sort(np.stack([rows[keep], rows[best[keep]]], axis=1), axis=1)
+    return np.unique(pairs, axis=0).reshape(-1, 2)
+
+
+def register_faces(moving, fixed, start, margin=REGISTRATION_MARGIN):
+    """Lay ``moving`` over ``fixed`` by their pixels alone: the similarity transform (rotation,
+    uniform scale, shift) that makes their middles correlate best. ``start``: a first guess,
+    a 2x3 matrix from ``fixed``'s pixels to ``moving``'s. Images: ``(96, 96)``, any grey scale.
+
+    Returns ``(matrix, correlation)``: the fitted 2x3 matrix (``fixed`` pixels -> ``moving``
+    pixels) and the correlation of the two middles laid over each other (1: identical up to
+    brightness and contrast).
+    """
+    from scipy import ndimage, optimize
+
+    moving = ndimage.gaussian_filter(np.asarray(moving, np.float32), 1.0)[None]  # smooth: a
+    fixed = ndimage.gaussian_filter(np.asarray(fixed, np.float32), 1.0)  # smoother cost
+    inner = (slice(margin, -margin),) * 2
+    c = K.CENTRE  # rotate and scale about the frame's centre: the shift stays separate
+
+    def to_matrix(p):  # p = (a, b, tx, ty): x' - c = a (x - c) - b (y - c) + tx, ...
+        a, b, tx, ty = p
+        return np.array([[a, -b, c + tx - a * c + b * c], [b, a, c + ty - b * c - a * c]])
+
+    def cost(p):
+        laid = augment.warp(moving, to_matrix(p)[None])[0]
+        return -np.corrcoef(laid[inner].ravel(), fixed[inner].ravel())[0, 1]
+
+    s = np.asarray(start, np.float64)
+    a, b = s[0, 0], s[1, 0]
+    p0 = [a, b, s[0, 2] - c + a * c - b * c, s[1, 2] - c + b * c + a * c]
+    fit = optimize.minimize(cost, p0, method="Powell", options={"xtol": 1e-4, "ftol": 1e-7})
+    return to_matrix(fit.x), float(-fit.fun)
+
+
+def label_disagreement(
+    images: np.ndarray, keypoints: np.ndarray, pairs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each pair ``(i, j)`` of :func:`near_identical_pairs`: lay face ``i`` over face ``j``
+    (:func:`register_faces`, starting from the similarity that maps ``i``'s labelled eye centres
+    onto ``j``'s), carry ``i``'s labels onto ``j`` and subtract ``j``'s own.
+
+    Returns ``(correlation, differences)``: float ``(M,)`` as :func:`register_faces` gives it,
+    and float ``(M, 30)`` pixels of face ``j`` (NaN where either face lacks the label).
+    """
+    from fkp_helpers.photo import eye_alignment_matrix
+
+    images, keypoints = np.asarray(images), np.asarray(keypoints, np.float64)
+    pairs = np.asarray(pairs, int).reshape(-1, 2)
+    if len(pairs) and (pairs.min() < 0 or pairs.max() >= len(images)):
+        raise ValueError(f"pairs name rows outside 0..{len(images) - 1}")
+    corr, diff = np.empty(len(pairs)), np.empty((len(pairs), keypoints.shape[1]))
+    for n, (i, j) in enumerate(pairs):
+        le, re = K.eye_centres(keypoints[j][None])
+        eyes = {"left_eye_center": le[0], "right_eye_center": re[0]}
+        start = K.invert_affine(eye_alignment_matrix(keypoints[i], eyes=eyes))  # j -> i
+        matrix, corr[n] = register_faces(images[i], images[j], start)
+        diff[n] = K.apply_affine(keypoints[i], K.invert_affine(matrix)) - keypoints[j]
+    return corr, diff
+
+
+def label_noise(
+    differences: np.ndarray, correlation: np.ndarray, least: float = LAID_OVER
+) -> pd.DataFrame:
+    """The labels' own error per keypoint, from :func:`label_disagreement`: the RMS of the
+    differences of the pairs whose faces correlate at ``least`` or more once laid over each
+    other, x and y pooled, divided by sqrt(2) (a difference holds two labels' errors).
+
+    Returns a table indexed by keypoint (Kaggle's order) with ``label noise`` (pixels; NaN where
+    no pair labels it) and ``pairs`` (how many pairs label it)."""
+    d = K.as_points(np.asarray(differences, np.float64))
+    keep = np.asarray(correlation) >= least
+    d = d[keep]
+    n = np.isfinite(d).all(axis=-1).sum(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a keypoint no pair labels: NaN
+        sigma = np.sqrt(np.nanmean(d**2, axis=(0, 2)) / 2)
+    table = pd.DataFrame({"label noise": sigma, "pairs": n}, index=list(K.KEYPOINT_NAMES))
+    table.index.name = "keypoint"
+    return table
+
+
+def noise_floor(noise: pd.DataFrame, y_true: np.ndarray) -> float:
+    """The RMSE that predictions exactly at the true points would score on the labels
+    ``y_true`` ``(N, 30)``, if each keypoint's labels carry the error of :func:`label_noise`:
+    the labelled coordinates' mean of sigma squared, rooted. Pixels. Keypoints without an
+    estimate (NaN) are left out."""
+    counts = np.isfinite(K.as_points(np.asarray(y_true, np.float64))).all(axis=-1).sum(axis=0)
+    sigma = noise["label noise"].to_numpy()
+    ok = np.isfinite(sigma) & (counts > 0)
+    if not ok.any():
+        raise ValueError("no labelled keypoint has a noise estimate")
+    return float(np.sqrt((counts[ok] * sigma[ok] ** 2).sum() / counts[ok].sum()))
 
 
 # ---------------------------------------------------------------------------------------------

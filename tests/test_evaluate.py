@@ -228,3 +228,114 @@ def test_check_submission_format_against_the_sample(tmp_path):
         evaluate.check_submission_format(ok.iloc[:2], sample)
     with pytest.raises(data.FKPDataError, match="outside the 96x96 frame"):
         evaluate.check_submission_format(ok.assign(Location=[5.0, 97.0, 7.0]), sample)
+
+
+# ---------------------------------------------------------------------------------------------
+# How precise are the labels: near-identical faces laid over each other by their pixels
+
+
+@pytest.fixture(scope="module")
+def faces():
+    from fkp_helpers import synthetic
+
+    images, kp, _ = synthetic.make_faces(6, seed=3)
+    return images, kp.astype(np.float64)
+
+
+def _similarity(scale, angle_deg, tx, ty):
+    """A 2x3 similarity about the frame's centre (pixels)."""
+    from fkp_helpers import keypoints as K
+
+    a = np.deg2rad(angle_deg)
+    r = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    c = np.full(2, K.CENTRE)
+    return np.concatenate([r, (c - r @ c + [tx, ty])[:, None]], axis=1)
+
+
+def _moved(image, keypoints, to_fixed):
+    """The face seen through ``to_fixed`` (moved face's pixels -> the original's), and its
+    exactly carried labels."""
+    from fkp_helpers import augment
+    from fkp_helpers import keypoints as K
+
+    moved = augment.warp(image[None].astype(np.float32), to_fixed[None])[0]
+    return np.round(moved).astype(np.uint8), K.apply_affine(keypoints, K.invert_affine(to_fixed))
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    scale=st.floats(0.94, 1.06),
+    angle=st.floats(-6, 6),
+    tx=st.floats(-3, 3),
+    ty=st.floats(-3, 3),
+    which=st.integers(0, 5),
+)
+def test_registration_recovers_a_known_similarity_from_the_pixels(
+    faces, scale, angle, tx, ty, which
+):
+    from fkp_helpers import keypoints as K
+
+    images, kp = faces
+    to_fixed = _similarity(scale, angle, tx, ty)
+    moving, _ = _moved(images[which], kp[which], to_fixed)
+    # start from no motion at all: the pixels alone must find it
+    matrix, corr = evaluate.register_faces(moving, images[which], np.eye(2, 3))
+    assert corr > 0.98
+    found = K.apply_affine(kp[which], K.invert_affine(matrix))  # fixed face's points, carried
+    exact = K.apply_affine(kp[which], K.invert_affine(K.invert_affine(to_fixed)))
+    assert np.abs(found - exact).max() < 0.15  # pixels
+
+
+def test_label_disagreement_is_zero_for_exact_labels_and_finds_a_moved_label(faces):
+    images, kp = faces
+    moving, carried = _moved(images[2], kp[2], _similarity(1.03, 4.0, 1.5, -1.0))
+    imgs = np.stack([images[2], moving, images[4]])
+    labels = np.stack([kp[2], carried, kp[4]])
+    corr, diff = evaluate.label_disagreement(imgs, labels, [[1, 0]])
+    assert corr.shape == (1,) and diff.shape == (1, 30) and corr[0] > 0.98
+    assert np.abs(diff).max() < 0.15
+    nose = 2 * list(evaluate.K.KEYPOINT_NAMES).index("nose_tip")
+    shifted_only, shifted_labels = _moved(images[2], kp[2], _similarity(1.0, 0.0, 2.0, 1.0))
+    shifted_labels[nose] += 1.0  # the nose tip labelled 1 px further right
+    labels[1] = shifted_labels
+    imgs[1] = shifted_only
+    _, diff = evaluate.label_disagreement(imgs, labels, [[1, 0]])
+    assert diff[0, nose] == pytest.approx(1.0, abs=0.15)
+    others = np.delete(diff[0], nose)
+    assert np.abs(others).max() < 0.15
+    with pytest.raises(ValueError, match="outside 0..2"):
+        evaluate.label_disagreement(imgs, labels, [[0, 3]])
+
+
+def test_near_identical_pairs_finds_a_moved_copy_and_skips_faces_without_eyes(faces):
+    images, kp = faces
+    moving, carried = _moved(images[1], kp[1], _similarity(1.0, 0.0, 1.0, 0.0))
+    imgs = np.concatenate([images, moving[None], images[3][None]])
+    labels = np.concatenate([kp, carried[None], kp[3][None]])
+    labels[-1, :4] = np.nan  # the copy of face 3 has no eye centres: never paired
+    pairs = evaluate.near_identical_pairs(imgs, labels)
+    assert pairs.tolist() == [[1, 6]]
+    assert evaluate.near_identical_pairs(imgs, labels, threshold=1.01).shape == (0, 2)
+    with pytest.raises(ValueError, match="8 images but 7 rows"):
+        evaluate.near_identical_pairs(imgs, labels[:7])
+
+
+def test_label_noise_and_its_floor_follow_their_formulas():
+    diff = np.zeros((3, 30))
+    diff[:, 0::2] = 1.0  # every x off by 1 px, every y exact
+    diff[:, 2:4] = np.nan  # right eye centre never labelled by a pair
+    diff[2] = 5.0  # a pair whose faces did not lay over well: left out
+    noise = evaluate.label_noise(diff, np.array([0.99, 0.985, 0.5]))
+    assert list(noise.index) == list(evaluate.K.KEYPOINT_NAMES)
+    assert noise.loc["left_eye_center", "label noise"] == pytest.approx(0.5)  # sqrt(0.5 / 2)
+    assert np.isnan(noise.loc["right_eye_center", "label noise"])
+    assert noise["pairs"].tolist() == [2, 0, *[2] * 13]
+    y = np.full((4, 30), np.nan)
+    y[:, :4] = 40.0  # both eye centres on 4 faces
+    y[:2, 20:22] = 50.0  # the nose tip (keypoint 10) on 2
+    sigma = noise["label noise"].copy()
+    sigma["nose_tip"] = 2.0
+    floor = evaluate.noise_floor(noise.assign(**{"label noise": sigma}), y)
+    assert floor == pytest.approx(np.sqrt((4 * 0.5**2 + 2 * 2.0**2) / 6))  # right eye: no estimate
+    with pytest.raises(ValueError, match="no labelled keypoint"):
+        evaluate.noise_floor(noise, np.full((2, 30), np.nan))
