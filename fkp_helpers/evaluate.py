@@ -66,6 +66,11 @@ def _points(keypoints: np.ndarray) -> np.ndarray:
     return K.as_points(np.asarray(keypoints, np.float64))
 
 
+def _labelled_per_keypoint(keypoints: np.ndarray) -> np.ndarray:
+    """How many rows label each of the 15 keypoints: int ``(15,)``."""
+    return np.isfinite(_points(keypoints)).all(axis=-1).sum(axis=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors in pixels
 
@@ -245,7 +250,7 @@ def per_keypoint_table(
         for name, pred in _with_baseline(y_true, predictions, train_keypoints).items()
     }
     table = pd.DataFrame(cols)
-    table["n"] = np.isfinite(_points(y_true)).all(axis=-1).sum(axis=0)
+    table["n"] = _labelled_per_keypoint(y_true)
     table.index.name = "keypoint"
     return table
 
@@ -338,7 +343,7 @@ def near_identical_pairs(
     such face whose eye-aligned thumbnail correlates most with its own, where that correlation
     is at least ``threshold``. Returns int ``(M, 2)`` row indices, the smaller first, each pair
     once, sorted. ``images``: uint8 ``(N, 96, 96)``; ``keypoints``: ``(N, 30)`` pixels."""
-    from fkp_helpers.splits import eye_aligned_thumbnails
+    from fkp_helpers.splits import eye_aligned_thumbnails, thumbnail_correlations
 
     images, keypoints = np.asarray(images), np.asarray(keypoints, np.float64)
     if len(images) != len(keypoints):
@@ -347,15 +352,13 @@ def near_identical_pairs(
     rows = np.flatnonzero(np.isfinite(le).all(1) & np.isfinite(re).all(1))
     if len(rows) < 2:
         return np.empty((0, 2), int)
-    t = eye_aligned_thumbnails(images[rows], keypoints[rows])
     best, corr = np.empty(len(rows), int), np.empty(len(rows))
-    for start in range(0, len(rows), 1024):  # blocks keep memory at 1024 x N
-        c = t[start : start + 1024] @ t.T
-        c[np.arange(len(c)), start + np.arange(len(c))] = -np.inf  # not itself
-        best[start : start + 1024], corr[start : start + 1024] = c.argmax(1), c.max(1)
+    for block, c in thumbnail_correlations(eye_aligned_thumbnails(images[rows], keypoints[rows])):
+        c[np.arange(len(c)), block] = -np.inf  # not itself
+        best[block], corr[block] = c.argmax(1), c.max(1)
     keep = np.flatnonzero(corr >= threshold)
     pairs = np.sort(np.stack([rows[keep], rows[best[keep]]], axis=1), axis=1)
-    return np.unique(pairs, axis=0).reshape(-1, 2)
+    return np.unique(pairs, axis=0)
 
 
 def register_faces(moving, fixed, start, margin=REGISTRATION_MARGIN):
@@ -389,27 +392,33 @@ def register_faces(moving, fixed, start, margin=REGISTRATION_MARGIN):
     return to_matrix(fit.x), float(-fit.fun)
 
 
+def registration_start(moving_keypoints: np.ndarray, fixed_keypoints: np.ndarray) -> np.ndarray:
+    """The first guess for :func:`register_faces`: the 2x3 similarity from the fixed face's
+    pixels to the moving face's that maps the fixed face's labelled eye centres onto the moving
+    face's (keypoints: ``(30,)`` pixels, both eye centres labelled)."""
+    from fkp_helpers.photo import eye_alignment_matrix
+
+    le, re = K.eye_centres(np.asarray(fixed_keypoints, np.float64)[None])
+    eyes = {"left_eye_center": le[0], "right_eye_center": re[0]}
+    return K.invert_affine(eye_alignment_matrix(moving_keypoints, eyes=eyes))
+
+
 def label_disagreement(
     images: np.ndarray, keypoints: np.ndarray, pairs: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each pair ``(i, j)`` of :func:`near_identical_pairs`: lay face ``i`` over face ``j``
-    (:func:`register_faces`, starting from the similarity that maps ``i``'s labelled eye centres
-    onto ``j``'s), carry ``i``'s labels onto ``j`` and subtract ``j``'s own.
+    (:func:`register_faces`, starting from :func:`registration_start`), carry ``i``'s labels onto ``j`` and subtract ``j``'s own.
 
     Returns ``(correlation, differences)``: float ``(M,)`` as :func:`register_faces` gives it,
     and float ``(M, 30)`` pixels of face ``j`` (NaN where either face lacks the label).
     """
-    from fkp_helpers.photo import eye_alignment_matrix
-
     images, keypoints = np.asarray(images), np.asarray(keypoints, np.float64)
     pairs = np.asarray(pairs, int).reshape(-1, 2)
     if len(pairs) and (pairs.min() < 0 or pairs.max() >= len(images)):
         raise ValueError(f"pairs name rows outside 0..{len(images) - 1}")
     corr, diff = np.empty(len(pairs)), np.empty((len(pairs), keypoints.shape[1]))
     for n, (i, j) in enumerate(pairs):
-        le, re = K.eye_centres(keypoints[j][None])
-        eyes = {"left_eye_center": le[0], "right_eye_center": re[0]}
-        start = K.invert_affine(eye_alignment_matrix(keypoints[i], eyes=eyes))  # j -> i
+        start = registration_start(keypoints[i], keypoints[j])
         matrix, corr[n] = register_faces(images[i], images[j], start)
         diff[n] = K.apply_affine(keypoints[i], K.invert_affine(matrix)) - keypoints[j]
     return corr, diff
@@ -424,14 +433,9 @@ def label_noise(
 
     Returns a table indexed by keypoint (Kaggle's order) with ``label noise`` (pixels; NaN where
     no pair labels it) and ``pairs`` (how many pairs label it)."""
-    d = K.as_points(np.asarray(differences, np.float64))
-    keep = np.asarray(correlation) >= least
-    d = d[keep]
-    n = np.isfinite(d).all(axis=-1).sum(axis=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a keypoint no pair labels: NaN
-        sigma = np.sqrt(np.nanmean(d**2, axis=(0, 2)) / 2)
-    table = pd.DataFrame({"label noise": sigma, "pairs": n}, index=list(K.KEYPOINT_NAMES))
+    d = np.asarray(differences, np.float64)[np.asarray(correlation) >= least]
+    rms = per_keypoint_rmse(d, np.zeros_like(d))  # the differences' RMS, NaN where none
+    table = pd.DataFrame({"label noise": rms / np.sqrt(2), "pairs": _labelled_per_keypoint(d)})
     table.index.name = "keypoint"
     return table
 
@@ -441,7 +445,7 @@ def noise_floor(noise: pd.DataFrame, y_true: np.ndarray) -> float:
     ``y_true`` ``(N, 30)``, if each keypoint's labels carry the error of :func:`label_noise`:
     the labelled coordinates' mean of sigma squared, rooted. Pixels. Keypoints without an
     estimate (NaN) are left out."""
-    counts = np.isfinite(K.as_points(np.asarray(y_true, np.float64))).all(axis=-1).sum(axis=0)
+    counts = _labelled_per_keypoint(y_true)
     sigma = noise["label noise"].to_numpy()
     ok = np.isfinite(sigma) & (counts > 0)
     if not ok.any():

@@ -58,6 +58,16 @@ def eye_aligned_thumbnails(images: np.ndarray, keypoints: np.ndarray, size: int 
     return t.astype(np.float32)
 
 
+def thumbnail_correlations(thumbnails: np.ndarray, block: int = 1024):
+    """Every thumbnail's correlation with every other, a block of rows at a time (memory stays
+    at ``block`` x N): yields ``(rows, correlations)``, the block's row indices ``(b,)`` and its
+    rows of the correlation matrix ``(b, N)``. ``thumbnails``: as
+    :func:`eye_aligned_thumbnails` gives them."""
+    for start in range(0, len(thumbnails), block):
+        rows = np.arange(start, min(start + block, len(thumbnails)))
+        yield rows, thumbnails[rows] @ thumbnails.T
+
+
 def near_duplicate_groups(
     images: np.ndarray, keypoints: np.ndarray, threshold: float = GROUP_THRESHOLD
 ) -> np.ndarray:
@@ -69,10 +79,9 @@ def near_duplicate_groups(
     t = eye_aligned_thumbnails(images, keypoints)
     n = len(t)
     rows, cols = [], []
-    for start in range(0, n, 1024):  # blocks keep memory at 1024 x N
-        c = t[start : start + 1024] @ t.T
+    for block, c in thumbnail_correlations(t):
         r, k = np.nonzero(c >= threshold)
-        rows.append(r + start)
+        rows.append(block[r])
         cols.append(k)
     r, k = np.concatenate(rows), np.concatenate(cols)
     graph = csr_matrix((np.ones(len(r), np.int8), (r, k)), shape=(n, n))
