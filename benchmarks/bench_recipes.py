@@ -9,10 +9,13 @@ against the first row. Test-time augmentation rows, and the second look
 plus the spread of the first row over a second seed: read only gaps larger than that.
 
 Not part of ``make bench`` (it trains for half an hour): ``make bench-recipes``.
-``FKP_RECIPE_WIDTHS=32,64,128,256`` sets the base widths (default: the compare profile's).
+``FKP_RECIPE_WIDTHS=24,48,96,192`` sets the base widths (default: the compare profile's).
 ``FKP_RECIPE_ROWS="weight decay 0.05,full-strength augmentation"`` trains only those rows beside
 the reference and its second seed (names as in :data:`CHANGES`); with
-``FKP_RECIPE_MINUTES=18 FKP_RECIPE_WIDTHS=32,64,128,256`` a row is one full-profile run.
+``FKP_RECIPE_MINUTES=18 FKP_RECIPE_WIDTHS=24,48,96,192`` (the full profile's widths) a row is one
+full-profile run, and ``FKP_RECIPE_MINUTES=18 FKP_RECIPE_WIDTHS=32,64,128,256
+FKP_RECIPE_ROWS="full-profile widths"`` measures the full profile's widths against the network's
+default ones. A row whose widths are the base's is left out (it would repeat the reference).
 """
 
 import os
@@ -35,6 +38,7 @@ from fkp_helpers.keypoints import masked_rmse  # noqa: E402
 MINUTES = float(os.environ.get("FKP_RECIPE_MINUTES", "4"))
 BASE_WIDTHS = tuple(int(w) for w in os.environ.get("FKP_RECIPE_WIDTHS", "16,32,64,128").split(","))
 FULL_WIDTHS = experiments.PROFILES["full"].widths
+WIDE_WIDTHS = tuple(2 * w for w in BASE_WIDTHS)
 NARROW_WIDTHS = tuple(w // 2 for w in BASE_WIDTHS)
 
 # name -> (what changes, train_model keyword arguments, profile changes)
@@ -54,11 +58,20 @@ CHANGES = {
         {"augment_config": augment.AugmentConfig()},
         {},
     ),
-    "wider": (f"widths {FULL_WIDTHS} (fewer epochs fit)", {}, {"widths": FULL_WIDTHS}),
+    "wider": (
+        f"twice the base widths, {WIDE_WIDTHS} (fewer epochs fit)",
+        {},
+        {"widths": WIDE_WIDTHS},
+    ),
     "narrower": (
         f"half the base widths, {NARROW_WIDTHS} (more epochs fit)",
         {},
         {"widths": NARROW_WIDTHS},
+    ),
+    "full-profile widths": (
+        f"the full profile's widths, {FULL_WIDTHS}",
+        {},
+        {"widths": FULL_WIDTHS},
     ),
     "pseudo-labels": (
         "two rounds (training.self_train): half the budget, then the rest on the training "
@@ -92,7 +105,9 @@ def selected_changes() -> dict:
             f"FKP_RECIPE_ROWS: unknown rows {unknown}; expected some of {list(CHANGES)}"
         )
     keep = {"reference", "reference, seed + 1", *names} if names else set(CHANGES)
-    return {n: c for n, c in CHANGES.items() if n in keep}
+    return {
+        n: c for n, c in CHANGES.items() if n in keep and c[2].get("widths", None) != BASE_WIDTHS
+    }
 
 
 def main() -> int:

@@ -163,3 +163,10 @@ def test_bench_recipes_trains_the_rows_named_in_fkp_recipe_rows(monkeypatch, tmp
     monkeypatch.setenv("FKP_RECIPE_ROWS", "weight decay 0.05,no such row")
     with pytest.raises(SystemExit, match="no such row"):
         bench.selected_changes()
+    # a row that would train the base widths again is left out; the others keep theirs
+    monkeypatch.setenv("FKP_RECIPE_ROWS", "full-profile widths,narrower")
+    monkeypatch.setattr(bench, "BASE_WIDTHS", (16, 32, 64, 128))
+    assert bench.CHANGES["full-profile widths"][2] == {"widths": (24, 48, 96, 192)}
+    assert list(bench.selected_changes())[2:] == ["narrower", "full-profile widths"]
+    monkeypatch.setattr(bench, "BASE_WIDTHS", (24, 48, 96, 192))
+    assert list(bench.selected_changes())[2:] == ["narrower"]
