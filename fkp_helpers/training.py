@@ -201,10 +201,13 @@ class MinutesBudget(keras.callbacks.Callback):
     estimate is the steady pace of its training steps after the first (plus its validation
     pass); the second epoch's measured time corrects the plan. The schedule's ``total_steps``
     is set to the end of the last planned epoch, so the learning rate is fully decayed when
-    training stops. From the third epoch on it only guards: when the next epoch would end past
+    training stops. From the third epoch on it guards: when the next epoch would end past
     the deadline (a machine that slowed down), the plan is cut to the epochs that still fit
     and ``total_steps`` with it: the learning rate drops sooner, and the run still ends at its
-    plan's end, fully decayed. Epochs are planned ``margin`` times their expected length.
+    plan's end, fully decayed. A slowdown that passes (another program busy for a minute) gives
+    the time back: once an epoch runs at the old pace again, the plan grows back to as many
+    epochs as fit, never beyond the plan made after the second epoch, and the decay is
+    stretched to the new end. Epochs are planned ``margin`` times their expected length.
     """
 
     def __init__(
@@ -226,6 +229,8 @@ class MinutesBudget(keras.callbacks.Callback):
         self.epoch_seconds: list[float] = []
         self.val_seconds = 0.0
         self.shortened = 0  # times the plan was cut after the second epoch
+        self.regrown = 0  # times a cut plan grew back
+        self.second_epoch_plan = max_epochs  # the plan made after the second epoch: the ceiling
         self.last_epoch_end = float("nan")  # clock() at the end of the last epoch run
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -264,10 +269,11 @@ class MinutesBudget(keras.callbacks.Callback):
         left = self.deadline - now - self.reserve_s()
         fits = epoch + 1 + max(0, int(left // max(self.margin * per_epoch, 1e-6)))
         if epoch < 2:  # plan, then correct the plan with the second epoch's time
-            plan = min(self.max_epochs, fits)
-        else:  # only shorten: a machine that slowed down
-            plan = min(self.planned_epochs, fits)
+            plan = self.second_epoch_plan = min(self.max_epochs, fits)
+        else:  # shorten for a machine that slowed down, grow back once it is fast again
+            plan = min(self.second_epoch_plan, fits)
             self.shortened += plan < self.planned_epochs
+            self.regrown += plan > self.planned_epochs
         if plan != self.planned_epochs or epoch < 2:
             self.planned_epochs = max(epoch + 1, plan)
             self.schedule.set_total_steps(self.planned_epochs * self.steps)
@@ -620,6 +626,7 @@ def train_model(
                 "budget_minutes": profile.minutes,
                 "planned_epochs": int(budget.planned_epochs),
                 "plan_shortened": int(budget.shortened),
+                "plan_regrown": int(budget.regrown),
                 "epoch_seconds": [round(t, 1) for t in budget.epoch_seconds],
                 # what the plan controls: the end of the last epoch, from the command's start
                 "train_end_seconds": round(budget.last_epoch_end - started, 1),

@@ -471,6 +471,28 @@ def test_a_slower_machine_shortens_the_plan_and_still_ends_decayed():
     assert float(schedule.total_steps.numpy()) == ran * 10  # the decay ends with the last epoch
 
 
+def test_a_slowdown_that_passes_gives_its_time_back_to_the_plan():
+    clock = _Clock()
+    schedule = training.BudgetedWarmupCosine(1e-3, 10_000, 10)
+    budget = training.MinutesBudget(schedule, 200.0, 10, 500, verbose=False, clock=clock)
+    for _ in range(2):  # plan from two 5 s epochs
+        assert _simulate(budget, clock, 4.0, 1.0, 0.0, 1) == 1
+    first_plan = budget.planned_epochs
+    budget.on_epoch_end = _shifted(budget.on_epoch_end, 2)
+    for _ in range(2):  # another program takes half the CPU for two epochs
+        assert _simulate(budget, clock, 8.0, 2.0, 0.0, 1) == 1
+    cut = budget.planned_epochs
+    assert cut < first_plan and budget.shortened >= 1 and budget.regrown == 0
+    budget.on_epoch_end = _shifted(budget.on_epoch_end, 2)
+    ran = 4 + _simulate(budget, clock, 4.0, 1.0, 0.0, 500)  # and is gone
+    assert budget.regrown >= 1 and cut < ran == budget.planned_epochs <= first_plan
+    # the slow epochs cost 10 s of training: two 5 s epochs at most (the plan's 5% margin may
+    # absorb them), not the epochs that the cut gave up
+    assert ran >= first_plan - 2 and cut <= first_plan - 6
+    assert clock.now <= 200.0 - budget.reserve_s()  # still on time
+    assert float(schedule.total_steps.numpy()) == ran * 10  # the decay ends with the last epoch
+
+
 def _shifted(on_epoch_end, offset):
     return lambda epoch, logs=None: on_epoch_end(epoch + offset, logs)
 
