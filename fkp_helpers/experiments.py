@@ -78,6 +78,13 @@ def resolve_profile(
     return p
 
 
+REFERENCE_LOSS = "l1"
+"""The reference model's loss, a name of :data:`fkp_helpers.models.LOSSES`: the masked absolute
+error (L1). Chapter 5 teaches and compares recipes with the masked squared error; at the full
+profile's budget L1 scored lower validation RMSE on two splits (``make bench-recipes`` with
+``FKP_RECIPE_ROWS="squared-error loss"`` measures it on the data in force)."""
+
+
 GPU_BATCH_PER_DEVICE = 128
 """Training faces per step on each GPU (the CPU profiles use 32): enough to keep a GPU busy with
 this small network. Chosen by reasoning, not measured: no GPU was available to this course."""
@@ -293,8 +300,9 @@ def train_reference_run(
     started: float | None = None,
     gpus: list[dict] | None = None,
 ) -> RunResult:
-    """Train the reference run: the residual heatmap network, every label (masked loss), the
-    training augmentation, the course's three-way split (validation chooses, test reports).
+    """Train the reference run: the residual heatmap network, every label (the masked
+    :data:`REFERENCE_LOSS`), the training augmentation, the course's three-way split
+    (validation chooses, test reports).
     Writes model.keras, history and metrics.json to ``out`` if given. Behind ``fkp train``.
     ``started``: when the budget's clock started (``time.time()``; default now). On GPUs the
     batch and learning rate follow :func:`fit_to_hardware` (``gpus``: default, asked of
@@ -338,6 +346,7 @@ def train_reference_run(
         precision=precision,
         started=started,
         distribute=distribute,
+        loss=REFERENCE_LOSS,
     )
 
 

@@ -81,7 +81,8 @@ def masked_wing(y_true, y_pred):
 
 
 LOSSES = {"mse": masked_mse, "l1": masked_l1, "wing": masked_wing}
-"""The training losses by name (chapter 5 trains with ``mse``)."""
+"""The training losses by name (chapter 5's comparisons train with ``mse``, the reference model
+with :data:`fkp_helpers.experiments.REFERENCE_LOSS`)."""
 
 
 @keras.saving.register_keras_serializable(package="fkp")

@@ -201,13 +201,14 @@ class MinutesBudget(keras.callbacks.Callback):
     estimate is the steady pace of its training steps after the first (plus its validation
     pass); the second epoch's measured time corrects the plan. The schedule's ``total_steps``
     is set to the end of the last planned epoch, so the learning rate is fully decayed when
-    training stops. From the third epoch on it guards: when the next epoch would end past
+    training stops. From the third epoch on it re-plans after every epoch from the slower of
+    the last epoch and the median epoch since the first: when the next epoch would end past
     the deadline (a machine that slowed down), the plan is cut to the epochs that still fit
     and ``total_steps`` with it: the learning rate drops sooner, and the run still ends at its
-    plan's end, fully decayed. A slowdown that passes (another program busy for a minute) gives
-    the time back: once an epoch runs at the old pace again, the plan grows back to as many
-    epochs as fit, never beyond the plan made after the second epoch, and the decay is
-    stretched to the new end. Epochs are planned ``margin`` times their expected length.
+    plan's end, fully decayed. A slowdown that passes (another program busy for a minute), or
+    a second epoch slower than the rest, gives its time back: once the epochs run at their
+    usual pace, the plan grows to the epochs that fit and the decay is stretched to the new
+    end. Epochs are planned ``margin`` times their expected length.
     """
 
     def __init__(
@@ -229,8 +230,7 @@ class MinutesBudget(keras.callbacks.Callback):
         self.epoch_seconds: list[float] = []
         self.val_seconds = 0.0
         self.shortened = 0  # times the plan was cut after the second epoch
-        self.regrown = 0  # times a cut plan grew back
-        self.second_epoch_plan = max_epochs  # the plan made after the second epoch: the ceiling
+        self.regrown = 0  # times the plan grew after the second epoch
         self.last_epoch_end = float("nan")  # clock() at the end of the last epoch run
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -254,11 +254,16 @@ class MinutesBudget(keras.callbacks.Callback):
         return self.reserve_passes * self.val_seconds + 5.0
 
     def next_epoch_s(self, took: float) -> float:
-        """Seconds the next epoch is expected to take, from the epoch that just took ``took``."""
+        """Seconds the next epoch is expected to take, from the epoch that just took ``took``:
+        after the first epoch its pace after tracing, after the second ``took``, then the
+        slower of ``took`` and the median epoch since the first (one fast epoch never
+        lengthens the plan, one slow one shortens it at once)."""
         if len(self.epoch_seconds) == 1 and len(self.batch_ends) > 2:  # the first epoch
             ends = self.batch_ends
             steady = (ends[-1] - ends[0]) / (len(ends) - 1) * self.steps
             return min(took, steady + self.val_seconds)
+        if len(self.epoch_seconds) > 2:
+            return max(took, float(np.median(self.epoch_seconds[1:])))
         return took
 
     def on_epoch_end(self, epoch, logs=None):
@@ -268,10 +273,8 @@ class MinutesBudget(keras.callbacks.Callback):
         per_epoch = self.next_epoch_s(took)
         left = self.deadline - now - self.reserve_s()
         fits = epoch + 1 + max(0, int(left // max(self.margin * per_epoch, 1e-6)))
-        if epoch < 2:  # plan, then correct the plan with the second epoch's time
-            plan = self.second_epoch_plan = min(self.max_epochs, fits)
-        else:  # shorten for a machine that slowed down, grow back once it is fast again
-            plan = min(self.second_epoch_plan, fits)
+        plan = min(self.max_epochs, fits)
+        if epoch >= 2:  # the first two epochs plan; later ones re-plan, in either direction
             self.shortened += plan < self.planned_epochs
             self.regrown += plan > self.planned_epochs
         if plan != self.planned_epochs or epoch < 2:

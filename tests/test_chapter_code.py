@@ -49,6 +49,7 @@ def test_chapter_5_writes_out_the_network_loss_and_training_code():
     }
     for needed in (
         "masked_mse",
+        "masked_l1",
         "MaskedRMSE",
         "baseline_cnn",
         "Standardize",
@@ -117,9 +118,10 @@ def test_the_chapter_networks_and_loss_compute_what_the_package_computes():
     y = rng.uniform(0, 96, (4, 30)).astype(np.float32)
     y[1, 4:] = np.nan
     p = rng.uniform(0, 96, (4, 30)).astype(np.float32)
-    np.testing.assert_allclose(
-        np.asarray(ns["masked_mse"](y, p)), np.asarray(models.masked_mse(y, p)), rtol=1e-6
-    )
+    for loss in ("masked_mse", "masked_l1"):
+        np.testing.assert_allclose(
+            np.asarray(ns[loss](y, p)), np.asarray(getattr(models, loss)(y, p)), rtol=1e-6
+        )
     from fkp_helpers import missing
 
     np.testing.assert_array_equal(

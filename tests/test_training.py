@@ -284,6 +284,7 @@ def test_fkp_train_and_submit_from_the_command_line(tmp_path, synthetic_dir, cap
     )
     m = json.loads((out / "metrics.json").read_text())
     assert m["profile"] == "quick" and m["baseline_val_rmse"] > 0 and m["baseline_test_rmse"] > 0
+    assert m["loss"] == experiments.REFERENCE_LOSS == "l1"  # the reference model's loss
     assert np.isfinite(m["test_rmse"]) and m["n_test"] > 0
     sub = tmp_path / "submission.csv"
     assert (
@@ -491,6 +492,22 @@ def test_a_slowdown_that_passes_gives_its_time_back_to_the_plan():
     assert ran >= first_plan - 2 and cut <= first_plan - 6
     assert clock.now <= 200.0 - budget.reserve_s()  # still on time
     assert float(schedule.total_steps.numpy()) == ran * 10  # the decay ends with the last epoch
+
+
+def test_a_slow_second_epoch_does_not_cap_the_plan():
+    clock = _Clock()
+    schedule = training.BudgetedWarmupCosine(1e-3, 10_000, 10)
+    budget = training.MinutesBudget(schedule, 200.0, 10, 500, verbose=False, clock=clock)
+    assert _simulate(budget, clock, 4.0, 1.0, 0.0, 1) == 1
+    budget.on_epoch_end = _shifted(budget.on_epoch_end, 1)
+    assert _simulate(budget, clock, 7.0, 1.0, 0.0, 1) == 1  # the second epoch: 8 s, not 5
+    second_plan = budget.planned_epochs
+    budget.on_epoch_end = _shifted(budget.on_epoch_end, 1)
+    ran = 2 + _simulate(budget, clock, 4.0, 1.0, 0.0, 500)
+    # planned from 8 s epochs, run at 5 s: about 1.5 times the epochs fit
+    assert budget.regrown >= 1 and ran == budget.planned_epochs > 1.4 * second_plan
+    assert clock.now <= 200.0 - budget.reserve_s()
+    assert float(schedule.total_steps.numpy()) == ran * 10
 
 
 def _shifted(on_epoch_end, offset):
