@@ -54,7 +54,7 @@ machine, at most 80). ``fkp train --minutes M`` changes the
 budget, ``--epochs N`` replaces it with exactly N epochs (repeatable).
 
 The full profile's widths, 24-48-96-192 (about 1.7M parameters), are three quarters of the
-network's default 32-256 (3.2M): at the same budget a 2-core CPU trains about 1.6 times the
+network's default 32-256 (3.0M): at the same budget a 2-core CPU trains about 1.6 times the
 epochs, and it scored lower validation RMSE on two splits (``make bench-recipes`` with
 ``FKP_RECIPE_ROWS="full-profile widths"`` measures the choice on the data in force)."""
 

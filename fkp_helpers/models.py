@@ -206,7 +206,7 @@ def keypoint_resnet(
     """Residual encoder (96 -> 48 -> 24 -> 12 -> 6), a light decoder back to 24x24 with skip
     connections, one heatmap per keypoint at 1/4 resolution, and :class:`SoftArgmax2D`.
 
-    Outputs keypoints in pixels ``(B, 2 * n_keypoints)``. With the default widths: ~3.2M params.
+    Outputs keypoints in pixels ``(B, 2 * n_keypoints)``. With the default widths: ~3.0M params.
     """
     inp = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
     x = Standardize()(inp)
