@@ -417,15 +417,24 @@ class _Clock:
         return self.now
 
 
-def _simulate(budget, clock, epoch_train_s, val_s, first_batch_extra_s, epochs):
-    """Drive ``budget`` as ``fit`` would, on a fake clock; returns the epochs that ran."""
+def _budget(deadline, steps=10):
+    """A fake clock, a budgeted schedule and a :class:`MinutesBudget` of ``deadline`` seconds."""
+    clock = _Clock()
+    schedule = training.BudgetedWarmupCosine(1e-3, 10_000, 10)
+    budget = training.MinutesBudget(schedule, deadline, steps, 500, verbose=False, clock=clock)
+    return clock, schedule, budget
+
+
+def _simulate(budget, clock, epoch_train_s, val_s, first_batch_extra_s, epochs, first_epoch=0):
+    """Drive ``budget`` as ``fit`` would, on a fake clock, from epoch index ``first_epoch``;
+    returns the epochs that ran."""
 
     class _Model:
         stop_training = False
 
     budget.set_model(_Model())
     ran = 0
-    for epoch in range(epochs):
+    for epoch in range(first_epoch, first_epoch + epochs):
         budget.on_epoch_begin(epoch)
         for b in range(budget.steps):
             clock.now += epoch_train_s / budget.steps + (
@@ -443,10 +452,8 @@ def _simulate(budget, clock, epoch_train_s, val_s, first_batch_extra_s, epochs):
 
 
 def test_the_budget_plans_from_the_pace_after_tracing_not_the_first_epochs_wall_time():
-    clock = _Clock()
-    schedule = training.BudgetedWarmupCosine(1e-3, 10_000, 10)
     # 100 s: 20 s of tracing in the first batch, then 4 s of training + 1 s validation per epoch
-    budget = training.MinutesBudget(schedule, 100.0, 50, 500, verbose=False, clock=clock)
+    clock, schedule, budget = _budget(100.0, steps=50)
     ran = _simulate(budget, clock, 4.0, 1.0, 20.0, 500)
     # after tracing: 100 - 20 - 15 s reserve (10 val passes + 5 s) = 65 s: the epoch that traced
     # and 11 more of 5 s planned with a 1.05 margin (60 s after the first epoch's end at 25 s)
@@ -459,33 +466,25 @@ def test_the_budget_plans_from_the_pace_after_tracing_not_the_first_epochs_wall_
 
 
 def test_a_slower_machine_shortens_the_plan_and_still_ends_decayed():
-    clock = _Clock()
-    schedule = training.BudgetedWarmupCosine(1e-3, 10_000, 10)
-    budget = training.MinutesBudget(schedule, 100.0, 10, 500, verbose=False, clock=clock)
-    for _ in range(2):  # plan from two 5 s epochs
-        assert _simulate(budget, clock, 4.0, 1.0, 0.0, 1) == 1
+    clock, schedule, budget = _budget(100.0)
+    assert _simulate(budget, clock, 4.0, 1.0, 0.0, 2) == 2  # plan from two 5 s epochs
     first_plan = budget.planned_epochs
-    budget.on_epoch_end = _shifted(budget.on_epoch_end, 2)
-    ran = 2 + _simulate(budget, clock, 8.0, 2.0, 0.0, 500)  # then every epoch takes twice as long
+    # then every epoch takes twice as long
+    ran = 2 + _simulate(budget, clock, 8.0, 2.0, 0.0, 500, first_epoch=2)
     assert ran == budget.planned_epochs < first_plan and budget.shortened >= 1
     assert clock.now <= 100.0  # never past the deadline
     assert float(schedule.total_steps.numpy()) == ran * 10  # the decay ends with the last epoch
 
 
 def test_a_slowdown_that_passes_gives_its_time_back_to_the_plan():
-    clock = _Clock()
-    schedule = training.BudgetedWarmupCosine(1e-3, 10_000, 10)
-    budget = training.MinutesBudget(schedule, 200.0, 10, 500, verbose=False, clock=clock)
-    for _ in range(2):  # plan from two 5 s epochs
-        assert _simulate(budget, clock, 4.0, 1.0, 0.0, 1) == 1
+    clock, schedule, budget = _budget(200.0)
+    assert _simulate(budget, clock, 4.0, 1.0, 0.0, 2) == 2  # plan from two 5 s epochs
     first_plan = budget.planned_epochs
-    budget.on_epoch_end = _shifted(budget.on_epoch_end, 2)
-    for _ in range(2):  # another program takes half the CPU for two epochs
-        assert _simulate(budget, clock, 8.0, 2.0, 0.0, 1) == 1
+    # another program takes half the CPU for two epochs
+    assert _simulate(budget, clock, 8.0, 2.0, 0.0, 2, first_epoch=2) == 2
     cut = budget.planned_epochs
     assert cut < first_plan and budget.shortened >= 1 and budget.regrown == 0
-    budget.on_epoch_end = _shifted(budget.on_epoch_end, 2)
-    ran = 4 + _simulate(budget, clock, 4.0, 1.0, 0.0, 500)  # and is gone
+    ran = 4 + _simulate(budget, clock, 4.0, 1.0, 0.0, 500, first_epoch=4)  # and is gone
     assert budget.regrown >= 1 and cut < ran == budget.planned_epochs <= first_plan
     # the slow epochs cost 10 s of training: two 5 s epochs at most (the plan's 5% margin may
     # absorb them), not the epochs that the cut gave up
@@ -495,29 +494,20 @@ def test_a_slowdown_that_passes_gives_its_time_back_to_the_plan():
 
 
 def test_a_slow_second_epoch_does_not_cap_the_plan():
-    clock = _Clock()
-    schedule = training.BudgetedWarmupCosine(1e-3, 10_000, 10)
-    budget = training.MinutesBudget(schedule, 200.0, 10, 500, verbose=False, clock=clock)
+    clock, schedule, budget = _budget(200.0)
     assert _simulate(budget, clock, 4.0, 1.0, 0.0, 1) == 1
-    budget.on_epoch_end = _shifted(budget.on_epoch_end, 1)
-    assert _simulate(budget, clock, 7.0, 1.0, 0.0, 1) == 1  # the second epoch: 8 s, not 5
+    # the second epoch: 8 s, not 5
+    assert _simulate(budget, clock, 7.0, 1.0, 0.0, 1, first_epoch=1) == 1
     second_plan = budget.planned_epochs
-    budget.on_epoch_end = _shifted(budget.on_epoch_end, 1)
-    ran = 2 + _simulate(budget, clock, 4.0, 1.0, 0.0, 500)
+    ran = 2 + _simulate(budget, clock, 4.0, 1.0, 0.0, 500, first_epoch=2)
     # planned from 8 s epochs, run at 5 s: about 1.5 times the epochs fit
     assert budget.regrown >= 1 and ran == budget.planned_epochs > 1.4 * second_plan
     assert clock.now <= 200.0 - budget.reserve_s()
     assert float(schedule.total_steps.numpy()) == ran * 10
 
 
-def _shifted(on_epoch_end, offset):
-    return lambda epoch, logs=None: on_epoch_end(epoch + offset, logs)
-
-
 def test_a_budget_too_small_for_a_second_epoch_runs_one():
-    clock = _Clock()
-    schedule = training.BudgetedWarmupCosine(1e-3, 10_000, 10)
-    budget = training.MinutesBudget(schedule, 20.0, 10, 500, verbose=False, clock=clock)
+    clock, schedule, budget = _budget(20.0)
     assert _simulate(budget, clock, 8.0, 1.0, 0.0, 500) == 1 == budget.planned_epochs
     assert float(schedule(10)) == pytest.approx(1e-5, rel=1e-4)  # decayed at its only epoch's end
 
