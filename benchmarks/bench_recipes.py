@@ -8,6 +8,14 @@ against the first row. Test-time augmentation rows, and the second look
 (Markdown) with seconds, epochs, validation RMSE (flip-averaged) and the ratio to the first row,
 plus the spread of the first row over a second seed: read only gaps larger than that.
 
+Where the reference's error comes from (:func:`error_sources`, no extra training): the average of
+the reference and its second seed (an ensemble of two), how far apart the two models' predictions
+are (``recipes_models_disagree_px``), the error they share (``recipes_shared_error_px``: what
+averaging many such models would keep) and the reference's RMSE on its own training faces
+without augmentation (``recipes_reference_train_rmse_px``). When the shared error is close to
+the reference's, the error is not run-to-run variance, and averaging (an ensemble, EMA, more
+test-time views) cannot remove it.
+
 Not part of ``make bench`` (it trains for half an hour): ``make bench-recipes``.
 ``FKP_RECIPE_WIDTHS=24,48,96,192`` sets the base widths (default: the compare profile's).
 ``FKP_RECIPE_ROWS="weight decay 0.05,full-strength augmentation"`` trains only those rows beside
@@ -23,6 +31,8 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -121,6 +131,22 @@ def _repeats_reference(change) -> bool:
     return prof.get("widths") == BASE_WIDTHS or kwargs.get("loss") == REFERENCE_LOSS
 
 
+def error_sources(pred_a, pred_b, y) -> dict:
+    """How much of two models' error is their disagreement. ``pred_a``, ``pred_b``: the two
+    models' predictions ``(N, 30)`` in pixels for the faces labelled ``y`` (NaN = missing).
+    Returns, in pixels: ``ensemble_rmse`` (the RMSE of their average), ``disagreement_rms``
+    (the root mean square of ``pred_a - pred_b`` over the labelled coordinates) and
+    ``shared_rmse``, the error the two share: what an average of many such models would keep,
+    if each model's own part of the error is independent with the same spread,
+    ``sqrt(ensemble^2 - disagreement^2 / 4)`` (floored at 0)."""
+    pred_a, pred_b, y = (np.asarray(a, np.float64) for a in (pred_a, pred_b, y))
+    labelled = ~np.isnan(y)
+    ensemble = float(masked_rmse(y, (pred_a + pred_b) / 2))
+    disagreement = float(np.sqrt(np.mean((pred_a - pred_b)[labelled] ** 2)))
+    shared = float(np.sqrt(max(ensemble**2 - disagreement**2 / 4, 0.0)))
+    return {"ensemble_rmse": ensemble, "disagreement_rms": disagreement, "shared_rmse": shared}
+
+
 def main() -> int:
     changes = selected_changes()
     train_set = data.load_training()
@@ -129,7 +155,7 @@ def main() -> int:
     y_val = train_set.keypoints[va]
     print(f"data: {train_set.path}; {len(tr)} train, {len(va)} validation faces")
     print(f"budget: {MINUTES:g} minutes a row; base widths {BASE_WIDTHS}")
-    rows, ref_model, ref_rmse = [], None, None
+    rows, ref_model, ref_rmse, seed_model = [], None, None, None
     for name, (what, kwargs, prof_changes) in changes.items():
         prof = replace(base, **prof_changes)
         kwargs = {"seed": 0, "loss": REFERENCE_LOSS, **kwargs}
@@ -149,6 +175,8 @@ def main() -> int:
         rmse = m["val_rmse_flip_average"]
         if name == "reference":
             ref_model, ref_rmse = run.model, rmse
+        if name == "reference, seed + 1":
+            seed_model = run.model
         epochs = m["epochs_run"] + m.get("teacher_epochs_run", 0)  # both rounds of self_train
         rows.append((name, what, time.time() - t0, epochs, m["val_rmse"], rmse, rmse / ref_rmse))
         print(f"  {name}: {rows[-1][2]:.0f} s, {epochs} epochs, {rmse:.3f} px", flush=True)
@@ -175,6 +203,29 @@ def main() -> int:
                 rmse / ref_rmse,
             )
         )
+    sources = error_sources(
+        training.predict_keypoints(ref_model, x, flip_average=True),
+        training.predict_keypoints(seed_model, x, flip_average=True),
+        y_val,
+    )
+    ens = sources["ensemble_rmse"]
+    rows.append(
+        (
+            "ensemble: reference + seed + 1",
+            "the average of the two models' flip-averaged predictions (4 passes a face)",
+            0.0,
+            0,
+            ens,
+            ens,
+            ens / ref_rmse,
+        )
+    )
+    train_rmse = float(
+        masked_rmse(
+            train_set.keypoints[tr],
+            training.predict_keypoints(ref_model, train_set.images[tr], flip_average=True),
+        )
+    )
     print()
     print("| change | what | seconds | epochs | val RMSE (px) | flip-averaged (px) | ratio |")
     print("|---|---|---:|---:|---:|---:|---:|")
@@ -182,6 +233,9 @@ def main() -> int:
         print(f"| {name} | {what} | {sec:.0f} | {ep} | {r:.3f} | {rf:.3f} | {ratio:.3f} |")
     spread = abs(rows[1][5] - rows[0][5])
     print(f"\nrecipes_seed_spread_px: {spread:.3f}")
+    print(f"recipes_models_disagree_px: {sources['disagreement_rms']:.3f}")
+    print(f"recipes_shared_error_px: {sources['shared_rmse']:.3f}")
+    print(f"recipes_reference_train_rmse_px: {train_rmse:.3f}")
     if len(changes) > 2:
         best = min(rows[2 : len(changes)], key=lambda r: r[5])
         gain = ref_rmse - best[5]

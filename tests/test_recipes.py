@@ -138,18 +138,23 @@ def test_tta_maps_each_view_back_to_the_face():
     )
 
 
-def test_bench_recipes_trains_the_rows_named_in_fkp_recipe_rows(monkeypatch, tmp_path):
-    """``FKP_RECIPE_ROWS`` keeps the reference, its second seed and the rows it names, in the
-    table's order; an unknown name stops the benchmark before any training, naming it."""
+@pytest.fixture
+def bench(monkeypatch, tmp_path):
+    """``benchmarks/bench_recipes.py`` as a module (importing it trains nothing)."""
     import importlib.util
     from pathlib import Path
 
     monkeypatch.setenv("FKP_DATA_DIR", str(tmp_path))  # the module's import must not change it
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_recipes.py"
     spec = importlib.util.spec_from_file_location("bench_recipes_under_test", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
+
+def test_bench_recipes_trains_the_rows_named_in_fkp_recipe_rows(monkeypatch, bench):
+    """``FKP_RECIPE_ROWS`` keeps the reference, its second seed and the rows it names, in the
+    table's order; an unknown name stops the benchmark before any training, naming it."""
     monkeypatch.delenv("FKP_RECIPE_ROWS", raising=False)
     every = list(bench.selected_changes())  # every row but those that repeat the reference
     assert every == [n for n in bench.CHANGES if n != "L1 loss"]
@@ -172,3 +177,25 @@ def test_bench_recipes_trains_the_rows_named_in_fkp_recipe_rows(monkeypatch, tmp
     assert list(bench.selected_changes())[2:] == ["narrower", "full-profile widths"]
     monkeypatch.setattr(bench, "BASE_WIDTHS", (24, 48, 96, 192))
     assert list(bench.selected_changes())[2:] == ["narrower"]
+
+
+def test_error_sources_tells_shared_error_from_disagreement(bench):
+    """Two models that err in opposite directions average to the labels (all disagreement, no
+    shared error); two that make the same error keep it whole when averaged. Missing labels are
+    skipped, whatever the models predict there."""
+    rng = np.random.default_rng(0)
+    y = rng.uniform(20, 76, (40, 2 * N_KEYPOINTS))
+    y[rng.random(y.shape[0]) < 0.5, 4:] = np.nan  # half the faces have only 2 keypoints
+    d = rng.normal(0, 1.5, y.shape)
+    a, b = y + d, y - d
+    a[np.isnan(y)], b[np.isnan(y)] = 1000.0, -1000.0  # never labelled: must not count
+    s = bench.error_sources(a, b, y)
+    labelled = ~np.isnan(y)
+    expected = 2 * np.sqrt(np.mean(d[labelled] ** 2))
+    assert s["ensemble_rmse"] == pytest.approx(0.0, abs=1e-9)
+    assert s["disagreement_rms"] == pytest.approx(expected)
+    assert s["shared_rmse"] == pytest.approx(0.0, abs=1e-9)
+    same = bench.error_sources(y + d, y + d, y)
+    assert same["disagreement_rms"] == 0.0
+    assert same["ensemble_rmse"] == pytest.approx(np.sqrt(np.mean(d[labelled] ** 2)))
+    assert same["shared_rmse"] == pytest.approx(same["ensemble_rmse"])
