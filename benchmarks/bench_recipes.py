@@ -140,9 +140,8 @@ def error_sources(pred_a, pred_b, y) -> dict:
     if each model's own part of the error is independent with the same spread,
     ``sqrt(ensemble^2 - disagreement^2 / 4)`` (floored at 0)."""
     pred_a, pred_b, y = (np.asarray(a, np.float64) for a in (pred_a, pred_b, y))
-    labelled = ~np.isnan(y)
-    ensemble = float(masked_rmse(y, (pred_a + pred_b) / 2))
-    disagreement = float(np.sqrt(np.mean((pred_a - pred_b)[labelled] ** 2)))
+    ensemble = masked_rmse(y, (pred_a + pred_b) / 2)
+    disagreement = masked_rmse(np.where(np.isnan(y), np.nan, pred_a), pred_b)
     shared = float(np.sqrt(max(ensemble**2 - disagreement**2 / 4, 0.0)))
     return {"ensemble_rmse": ensemble, "disagreement_rms": disagreement, "shared_rmse": shared}
 
@@ -184,12 +183,14 @@ def main() -> int:
     x = train_set.images[va]
     looks = {name: (2 * len(views), views) for name, views in TTA.items()}
     looks["second look (aligned on the predicted eyes)"] = (4, None)
+    looked = {}  # predictions of the reference model by row name
     for name, (passes, views) in looks.items():
         t0 = time.perf_counter()
         if views is None:  # the whole second look, the first look included
             pred = training.predict_second_look(ref_model, x)
         else:
             pred = training.predict_tta(ref_model, x, views)
+        looked[name] = pred
         ms = 1000 * (time.perf_counter() - t0) / len(x)
         rmse = float(masked_rmse(y_val, pred))
         rows.append(
@@ -204,7 +205,7 @@ def main() -> int:
             )
         )
     sources = error_sources(
-        training.predict_keypoints(ref_model, x, flip_average=True),
+        looked["TTA: flip"],  # the reference, flip-averaged
         training.predict_keypoints(seed_model, x, flip_average=True),
         y_val,
     )
