@@ -79,8 +79,8 @@ bench: $(STAMP)
 	@for b in $(filter-out benchmarks/bench_recipes.py,$(wildcard benchmarks/bench_*.py)); do MPLBACKEND=Agg $(PY) $$b || exit 1; done
 
 ## make bench-recipes: recipe changes (loss, EMA, weight decay, augmentation strength, width
-## either way, pseudo-labels, test-time augmentation, an ensemble of the reference's two seeds
-## and the error they share) on one split at one budget each
+## either way, pseudo-labels, test-time augmentation, the labels' offset, an ensemble of the
+## reference's two seeds and the error they share) on one split at one budget each
 ## (FKP_RECIPE_MINUTES, default 4: about 45 minutes in all; FKP_RECIPE_ROWS="name,name" trains
 ## only those rows beside the reference and its second seed)
 .PHONY: bench-recipes

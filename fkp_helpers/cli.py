@@ -82,6 +82,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         out=args.out,
         flip_average=args.flip,
         second_look=args.second_look,
+        offset=args.offset,
     )
     return 0
 
@@ -168,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="predict again, aligned by the predicted eyes, the faces beyond the training "
         "augmentation's range; flip-averaged (default: what the training run chose)",
+    )
+    s.add_argument(
+        "--offset",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="subtract the labels' offset that the training run measured on its training faces "
+        "(flip-averaged looks only; default: what the training run chose)",
     )
     s.set_defaults(func=_cmd_submit)
 

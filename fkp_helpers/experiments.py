@@ -389,10 +389,14 @@ def train_cli(
     m = train_reference_run(data_dir, p, out, seed, verbose, precision, started).metrics
     print(
         f"validation RMSE {m['val_rmse']:.3f} px (flip-averaged "
-        f"{m['val_rmse_flip_average']:.3f}; second look {m['val_rmse_second_look']:.3f}; "
+        f"{m['val_rmse_flip_average']:.3f}, {m['val_rmse_flip_average_offset']:.3f} with the "
+        f"labels' offset; second look {m['val_rmse_second_look']:.3f}, "
+        f"{m['val_rmse_second_look_offset']:.3f} with it; "
         f"mean shape {m['baseline_val_rmse']:.3f}); "
-        f"test RMSE {m['test_rmse']:.3f} px (flip-averaged {m['test_rmse_flip_average']:.3f}; "
-        f"second look {m['test_rmse_second_look']:.3f}; "
+        f"test RMSE {m['test_rmse']:.3f} px (flip-averaged {m['test_rmse_flip_average']:.3f}, "
+        f"{m['test_rmse_flip_average_offset']:.3f}; "
+        f"second look {m['test_rmse_second_look']:.3f}, "
+        f"{m['test_rmse_second_look_offset']:.3f}; "
         f"mean shape {m['baseline_test_rmse']:.3f}); chosen: {chosen_look(m)}; "
         f"{m['train_seconds']:.0f} s; "
         f"{m['wall_seconds']:.0f} s in all, {m['epochs_run']} epochs; "
@@ -403,14 +407,21 @@ def train_cli(
 
 
 def submit_cli(
-    model_path, data_dir=None, out="submission.csv", flip_average=None, second_look=None
+    model_path,
+    data_dir=None,
+    out="submission.csv",
+    flip_average=None,
+    second_look=None,
+    offset=None,
 ) -> Path:
     """``fkp submit``: predict the test set and write Kaggle's RowId,Location file.
 
     By default the faces are predicted the way the training run chose on its validation faces
-    (``flip_average`` and ``second_look`` in the metrics.json beside the model; without one:
-    flip-averaged, no second look); ``flip_average`` or ``second_look`` (booleans) override that
-    choice. The second look is always flip-averaged.
+    (``flip_average``, ``second_look`` and ``offset`` in the metrics.json beside the model;
+    without one: flip-averaged, no second look, no offset); ``flip_average``, ``second_look`` or
+    ``offset`` (booleans) override that choice. The second look is always flip-averaged; the
+    offset is the run's ``label_offset`` (measured on its training faces) and needs a
+    flip-averaged look and a metrics.json that holds it.
     """
     from fkp_helpers import models
 
@@ -422,11 +433,22 @@ def submit_cli(
     choice = {
         "flip_average": bool(chosen.get("flip_average", True)),
         "second_look": bool(chosen.get("second_look", False)),
+        "offset": bool(chosen.get("offset", False)),
     }
     if flip_average is not None:
         choice["flip_average"] = bool(flip_average)
     if second_look is not None:
         choice["second_look"] = bool(second_look)
+    if offset is not None:
+        choice["offset"] = bool(offset)
+    elif not (choice["flip_average"] or choice["second_look"]):
+        choice["offset"] = False  # the run's offset goes with its flip-averaged looks only
+    if choice["offset"]:
+        if "label_offset" not in chosen:
+            raise ValueError(f"{mfile}: no label_offset to subtract (a run saved before it)")
+        if not (choice["flip_average"] or choice["second_look"]):
+            raise ValueError("the labels' offset is measured flip-averaged: use it with --flip")
+        choice["label_offset"] = chosen["label_offset"]
     test = fdata.load_test(data_dir)
     lookup = fdata.load_lookup(data_dir)
     model = models.load_model(model_path)

@@ -30,6 +30,7 @@ from fkp_helpers.keypoints import (
     flip_keypoints,
     head_tilt_deg,
     masked_rmse,
+    mean_offset,
     mean_shape,
 )
 from fkp_helpers.keypoints import per_keypoint_rmse as _per_keypoint_rmse
@@ -414,47 +415,83 @@ def predict_second_look(model, images, first=None, config=None):
     return out
 
 
-LOOK_SUFFIX = {"one look": "", "flip-averaged": "_flip_average", "second look": "_second_look"}
-"""The ways to predict that a run measures, and the suffix of their RMSE keys in its metrics."""
+LOOK_SUFFIX = {
+    "one look": "",
+    "flip-averaged": "_flip_average",
+    "second look": "_second_look",
+    "flip-averaged + offset": "_flip_average_offset",
+    "second look + offset": "_second_look_offset",
+}
+"""The ways to predict that a run measures, and the suffix of their RMSE keys in its metrics.
+"+ offset": the same prediction minus the run's ``label_offset`` (:func:`measure_label_offset`)."""
 
 
 def choose_looks(val_metrics: dict) -> dict:
-    """What the validation faces choose (``flip_average`` and ``second_look``, booleans): the
-    way of predicting with the lowest validation RMSE among :data:`LOOK_SUFFIX`'s. The second
-    look is always flip-averaged, so choosing it also sets ``flip_average``."""
-    scores = {k: val_metrics[f"val_rmse{s}"] for k, s in LOOK_SUFFIX.items()}
+    """What the validation faces choose (``flip_average``, ``second_look`` and ``offset``,
+    booleans): the way of predicting with the lowest validation RMSE among :data:`LOOK_SUFFIX`'s
+    that ``val_metrics`` holds (a run without a label offset has no "+ offset" scores). The
+    second look is always flip-averaged, so choosing it also sets ``flip_average``."""
+    scores = {
+        k: val_metrics[f"val_rmse{s}"]
+        for k, s in LOOK_SUFFIX.items()
+        if f"val_rmse{s}" in val_metrics
+    }
     best = min(scores, key=scores.get)
-    return {"flip_average": best != "one look", "second_look": best == "second look"}
+    return {
+        "flip_average": best != "one look",
+        "second_look": best.startswith("second look"),
+        "offset": best.endswith("+ offset"),
+    }
 
 
 def chosen_look(metrics: dict) -> str:
-    """The key of :data:`LOOK_SUFFIX` that a run's ``flip_average``/``second_look`` choice
-    names (a run saved before the second look existed has no ``second_look``: off)."""
+    """The key of :data:`LOOK_SUFFIX` that a run's ``flip_average``/``second_look``/``offset``
+    choice names (a run saved before the second look or the offset existed has neither: off)."""
     if metrics.get("second_look", False):
-        return "second look"
-    return "flip-averaged" if metrics.get("flip_average", True) else "one look"
+        look = "second look"
+    else:
+        look = "flip-averaged" if metrics.get("flip_average", True) else "one look"
+    if metrics.get("offset", False) and look != "one look":
+        look += " + offset"
+    return look
 
 
 def predict_as_chosen(model, images: np.ndarray, metrics: dict) -> np.ndarray:
     """Keypoints (float32 ``(N, 30)``, pixels) for uint8 faces ``(N, 96, 96)``, predicted the way
     a run's validation faces chose (:func:`chosen_look` of its ``metrics``): one look,
-    flip-averaged, or with a second look. What ``fkp submit`` and chapter 6 use."""
+    flip-averaged, or with a second look, then minus the run's ``label_offset`` if it chose
+    "+ offset". What ``fkp submit`` and chapter 6 use."""
     look = chosen_look(metrics)
-    if look == "second look":
-        return predict_second_look(model, images)
-    return predict_keypoints(model, images, flip_average=look == "flip-averaged")
+    if look.startswith("second look"):
+        pred = predict_second_look(model, images)
+    else:
+        pred = predict_keypoints(model, images, flip_average=look != "one look")
+    if look.endswith("+ offset"):
+        pred = pred - np.asarray(metrics["label_offset"], np.float32)
+    return pred
 
 
-def measure(model, images, keypoints, idx, train_keypoints, part: str) -> dict:
+def measure_label_offset(model, images: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+    """The labels' offset (float32 ``(30,)``, pixels): :func:`~fkp_helpers.keypoints.mean_offset`
+    of the flip-averaged predictions on uint8 faces ``(N, 96, 96)`` whose labels are
+    ``keypoints`` (the training faces, without augmentation; NaN = unlabelled). Training with
+    mirrored faces and averaging with the mirror make the network's answers mirror-symmetric;
+    whatever the labels do that is not (a labeller's habit on one side) comes back as a
+    constant, which this measures and the "+ offset" looks subtract."""
+    return mean_offset(keypoints, predict_keypoints(model, images, flip_average=True))
+
+
+def measure(model, images, keypoints, idx, train_keypoints, part: str, offset=None) -> dict:
     """RMSE (pixels) of ``model`` on rows ``idx``: one look, flip-averaged, and after a second
-    look (:func:`predict_second_look`); per keypoint, and the mean shape of ``train_keypoints``
+    look (:func:`predict_second_look`); with ``offset`` (a label offset, ``(30,)`` pixels) also
+    both flip-averaged looks minus it; per keypoint, and the mean shape of ``train_keypoints``
     on the same rows; keys prefixed by ``part``."""
     y = keypoints[idx]
     pred = predict_keypoints(model, images[idx])
     pred_flip = predict_keypoints(model, images[idx], flip_average=True)
     pred_second = predict_second_look(model, images[idx], pred_flip)
     base = np.broadcast_to(mean_shape(train_keypoints), y.shape)
-    return {
+    out = {
         f"{part}_rmse": masked_rmse(y, pred),
         f"{part}_rmse_flip_average": masked_rmse(y, pred_flip),
         f"{part}_rmse_second_look": masked_rmse(y, pred_second),
@@ -463,6 +500,10 @@ def measure(model, images, keypoints, idx, train_keypoints, part: str) -> dict:
         f"baseline_{part}_rmse": masked_rmse(y, base),
         f"n_{part}": int(len(idx)),
     }
+    if offset is not None:
+        out[f"{part}_rmse_flip_average_offset"] = masked_rmse(y, pred_flip - offset)
+        out[f"{part}_rmse_second_look_offset"] = masked_rmse(y, pred_second - offset)
+    return out
 
 
 def train_model(
@@ -575,7 +616,12 @@ def train_model(
     callbacks = [*ema_callbacks(net), keep]
     budget = None
     if profile.minutes:
-        budget = MinutesBudget(schedule, started + 60 * profile.minutes, steps, profile.epochs)
+        # ten validation passes for the final predictions, two training passes (flip-averaged)
+        # for the label offset, in validation passes
+        reserve = 10.0 + 2.0 * len(train_idx) / len(val_idx)
+        budget = MinutesBudget(
+            schedule, started + 60 * profile.minutes, steps, profile.epochs, reserve_passes=reserve
+        )
         callbacks.append(budget)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -598,10 +644,12 @@ def train_model(
     epochs_run = len(history.get("loss", []))
 
     train_kp = keypoints[train_idx]
-    metrics = measure(net, images, y_true, val_idx, train_kp, "val")
+    offset = measure_label_offset(net, images[train_idx], y_true[train_idx])
+    metrics = measure(net, images, y_true, val_idx, train_kp, "val", offset)
+    metrics["label_offset"] = [round(float(v), 4) for v in offset]
     metrics.update(choose_looks(metrics))
     if test_idx is not None and len(test_idx):
-        metrics.update(measure(net, images, y_true, np.asarray(test_idx), train_kp, "test"))
+        metrics.update(measure(net, images, y_true, np.asarray(test_idx), train_kp, "test", offset))
         metrics["test_rmse_chosen"] = metrics[f"test_rmse{LOOK_SUFFIX[chosen_look(metrics)]}"]
     metrics.update(
         {

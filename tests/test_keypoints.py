@@ -108,6 +108,32 @@ def test_mean_shape_and_masked_rmse_skip_missing_labels():
     assert np.isnan(K.masked_rmse(np.full((1, 2), np.nan), p[:1]))
 
 
+def test_mean_offset_is_the_mean_signed_error_of_the_labelled_rows():
+    y = np.array([[1.0, np.nan, np.nan], [3.0, 4.0, np.nan]])
+    p = np.array([[2.0, 100.0, 7.0], [5.0, 3.0, 9.0]])  # wild where unlabelled
+    off = K.mean_offset(y, p)
+    assert off.dtype == np.float32 and off.shape == (3,)
+    # (1 + 2) / 2; the labelled row only (-1); nothing labelled: no offset
+    np.testing.assert_allclose(off, [1.5, -1.0, 0.0])
+
+
+labels_with_gaps = arrays(np.float64, (6, 4), elements=st.one_of(st.floats(0, 95), st.just(np.nan)))
+
+
+@settings(max_examples=80, deadline=None)
+@given(labels_with_gaps, arrays(np.float64, (6, 4), elements=st.floats(-3, 3)), st.floats(-5, 5))
+def test_subtracting_the_mean_offset_never_raises_the_rmse(y, noise, shift):
+    """A constant ``shift`` added to every prediction is found again (where a column has
+    labels), and the predictions minus their offset score at most what they scored before."""
+    p = np.nan_to_num(y, nan=48.0) + noise + shift
+    off = K.mean_offset(y, p)
+    has = ~np.isnan(y).all(axis=0)
+    expected = np.array([np.nanmean(p[:, j] - y[:, j]) if has[j] else 0.0 for j in range(4)])
+    np.testing.assert_allclose(off, expected, atol=1e-4)
+    if has.any():
+        assert K.masked_rmse(y, p - off) <= K.masked_rmse(y, p) + 1e-5
+
+
 def test_per_keypoint_rmse_pools_x_and_y():
     y = np.zeros((1, 30))
     p = np.zeros((1, 30))

@@ -214,8 +214,17 @@ def test_train_model_writes_every_promised_output(tmp_path):
         "baseline_test_rmse",
         "flip_average",
         "second_look",
+        "offset",
+        "test_rmse_flip_average_offset",
+        "test_rmse_second_look_offset",
     ):
         assert key in m
+    # the labels' offset: flip-averaged on the training rows, as measure_label_offset does
+    np.testing.assert_allclose(
+        m["label_offset"],
+        training.measure_label_offset(run.model, images[:32], kp[:32]),
+        atol=2e-4,
+    )
     # the test figure quoted as chosen is the one the validation faces chose
     look = training.chosen_look(m)
     assert m["test_rmse_chosen"] == m[f"test_rmse{training.LOOK_SUFFIX[look]}"]
@@ -307,10 +316,10 @@ def test_fkp_train_and_submit_from_the_command_line(tmp_path, synthetic_dir, cap
     assert table.RowId.tolist() == lookup.RowId.tolist()
     assert table.Location.between(0, 96).all()
     assert training.chosen_look(m) in capsys.readouterr().err  # it says how it predicted
-    # --second-look overrides the run's choice: the file holds the second look's points
+    # --second-look and --no-offset override the run's choice: the file holds the second look's
     again = tmp_path / "second.csv"
     args = ["submit", "--model", str(out / "model.keras"), "--data-dir", str(synthetic_dir)]
-    assert cli.main([*args, "--out", str(again), "--second-look"]) == 0
+    assert cli.main([*args, "--out", str(again), "--second-look", "--no-offset"]) == 0
     assert "(second look)" in capsys.readouterr().err
     test = data.load_test(synthetic_dir)
     pred = training.predict_second_look(models.load_model(out / "model.keras"), test.images)
@@ -318,7 +327,21 @@ def test_fkp_train_and_submit_from_the_command_line(tmp_path, synthetic_dir, cap
         pred, data.load_lookup(synthetic_dir), tmp_path / "x.csv", image_ids=test.image_ids
     )
     np.testing.assert_allclose(pd.read_csv(again).Location, expected.Location, atol=1e-3)
-    assert np.abs(pd.read_csv(again).Location - table.Location).max() > 1e-3 or m["second_look"]
+    assert np.abs(pd.read_csv(again).Location - table.Location).max() > 1e-3 or (
+        m["second_look"] and not m["offset"]
+    )
+    # --offset subtracts the labels' offset that the run measured on its training faces
+    shifted = tmp_path / "offset.csv"
+    assert cli.main([*args, "--out", str(shifted), "--second-look", "--offset"]) == 0
+    assert "(second look + offset)" in capsys.readouterr().err
+    expected = data.write_submission(
+        pred - np.asarray(m["label_offset"], np.float32),
+        data.load_lookup(synthetic_dir),
+        tmp_path / "y.csv",
+        image_ids=test.image_ids,
+    )
+    np.testing.assert_allclose(pd.read_csv(shifted).Location, expected.Location, atol=1e-3)
+    assert np.abs(pd.read_csv(shifted).Location - pd.read_csv(again).Location).max() > 1e-3
 
 
 def test_fkp_submit_without_a_model_is_a_clear_error(tmp_path, capsys, synthetic_dir):
@@ -595,25 +618,68 @@ def test_self_training_splits_a_budget_in_minutes_and_keeps_its_deadline(monkeyp
 
 
 @pytest.mark.parametrize(
-    "one, flip, second, chosen",
+    "one, flip, second, flip_off, second_off, chosen",
     [
-        (1.0, 0.9, 0.8, "second look"),
-        (1.0, 0.9, 0.95, "flip-averaged"),
-        (0.8, 0.9, 0.85, "one look"),
+        (1.0, 0.9, 0.8, 0.85, 0.81, "second look"),
+        (1.0, 0.9, 0.95, 0.91, 0.96, "flip-averaged"),
+        (0.8, 0.9, 0.85, 0.82, 0.83, "one look"),
+        (1.0, 0.9, 0.8, 0.85, 0.79, "second look + offset"),
+        (1.0, 0.9, 0.8, 0.78, 0.79, "flip-averaged + offset"),
+        (1.0, 0.9, 0.8, None, None, "second look"),  # a run without a label offset
     ],
 )
-def test_validation_chooses_the_way_to_predict(one, flip, second, chosen):
+def test_validation_chooses_the_way_to_predict(one, flip, second, flip_off, second_off, chosen):
     val = {"val_rmse": one, "val_rmse_flip_average": flip, "val_rmse_second_look": second}
+    if flip_off is not None:
+        val.update(val_rmse_flip_average_offset=flip_off, val_rmse_second_look_offset=second_off)
     choice = training.choose_looks(val)
     assert training.chosen_look(choice) == chosen
-    assert choice["second_look"] == (chosen == "second look")
+    assert choice["second_look"] == chosen.startswith("second look")
     assert choice["flip_average"] == (chosen != "one look")
+    assert choice["offset"] == chosen.endswith("+ offset")
 
 
 def test_a_run_saved_before_the_second_look_predicts_as_it_chose():
     assert training.chosen_look({"flip_average": False}) == "one look"
     assert training.chosen_look({"flip_average": True}) == "flip-averaged"
     assert training.chosen_look({}) == "flip-averaged"
+    assert training.chosen_look({"second_look": True}) == "second look"
+
+
+class _Shifted:
+    """A stand-in model that answers every face with ``points`` (pixels), mirrored or not."""
+
+    def __init__(self, points):
+        self.points = np.asarray(points, np.float32)
+
+    def predict(self, x, batch_size=64, verbose=0):
+        return np.repeat(self.points[None], len(x), axis=0)
+
+
+def test_the_label_offset_is_measured_flip_averaged_and_subtracted_as_chosen():
+    """Labels with a one-sided habit (every nose tip marked 0.3 px to the image's right of a
+    mirror-symmetric face) and a model that answers them 0.6 px right and down: the flip
+    average keeps the downward shift and loses both x offsets, and the label offset measured on
+    those faces is what takes the flip-averaged answer back to the labels."""
+    mean = keypoints.KAGGLE_MEAN_SHAPE.astype(np.float32)
+    face = (mean + keypoints.flip_keypoints(mean[None])[0]) / 2  # mirror-symmetric
+    nose_x = 2 * keypoints.NOSE_TIP
+    labels = np.repeat(face[None], 3, axis=0)
+    labels[:, nose_x] += 0.3  # the labeller's habit
+    labels[0, 4:] = np.nan  # a 4-point row
+    model = _Shifted(labels[1] + 0.6)
+    images = np.zeros((3, 96, 96), np.uint8)
+    offset = training.measure_label_offset(model, images, labels)
+    expected = np.zeros(30, np.float32)
+    expected[1::2] = 0.6  # the shift down survives the mirror
+    expected[nose_x] = -0.3  # the habit does not: the mirror put the nose back on the axis
+    np.testing.assert_allclose(offset, expected, atol=1e-4)
+    metrics = {"flip_average": True, "offset": True, "label_offset": offset.tolist()}
+    assert training.chosen_look(metrics) == "flip-averaged + offset"
+    chosen = training.predict_as_chosen(model, images, metrics)
+    flip = training.predict_keypoints(model, images, flip_average=True)
+    np.testing.assert_allclose(chosen, np.repeat(labels[1][None], 3, axis=0), atol=1e-4)
+    assert keypoints.masked_rmse(labels, chosen) < 1e-4 < keypoints.masked_rmse(labels, flip)
 
 
 @settings(max_examples=60, deadline=None)
