@@ -354,6 +354,20 @@ def test_fkp_submit_without_a_model_is_a_clear_error(tmp_path, capsys, synthetic
     assert "no such model file" in capsys.readouterr().err
 
 
+def test_fkp_submit_offset_without_one_to_subtract_is_a_clear_error(tmp_path, capsys):
+    """An explicit --offset needs the run's label_offset, and a flip-averaged look to go with."""
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"")  # never loaded: the choice is checked first
+    args = ["submit", "--model", str(model), "--data-dir", str(tmp_path), "--offset"]
+    (tmp_path / "metrics.json").write_text(json.dumps({"flip_average": True}))
+    assert cli.main(args) == 2
+    assert "no label_offset" in capsys.readouterr().err
+    metrics = {"flip_average": True, "label_offset": [0.0] * 30}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    assert cli.main([*args, "--no-flip"]) == 2
+    assert "use it with --flip" in capsys.readouterr().err
+
+
 def test_a_distribution_strategy_goes_through_the_same_code_path():
     import tensorflow as tf
 
