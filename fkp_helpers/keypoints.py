@@ -306,15 +306,20 @@ def masked_rmse(y_true, y_pred, axis=None):
 
 
 def mean_offset(y_true, y_pred) -> np.ndarray:
-    """The constant part of an error: ``y_pred - y_true`` averaged over the labelled rows of
-    each coordinate (NaN in ``y_true`` skipped), float32 ``(30,)``, pixels; 0 where nothing is
-    labelled. Subtracting it from predictions of the same rows never raises their
-    :func:`masked_rmse` (each column's mean is the constant that minimises its squared error).
-    Measured on the training faces, it is the labels' offset of chapter 6: what flip averaging
-    cannot learn because the labels are not exactly mirror-symmetric."""
+    """The constant part of an error: ``y_pred - y_true`` averaged over
+    the labelled rows of each coordinate (NaN in ``y_true`` skipped),
+    float32 ``(30,)``, pixels; 0 where nothing is labelled.
+
+    Subtracting it from predictions of the same rows never raises their
+    :func:`masked_rmse`: each column's mean is the constant that
+    minimises its squared error. Measured on the training faces, it is
+    chapter 6's labels' offset, what flip averaging cannot learn because
+    the labels are not exactly mirror-symmetric."""
     err = np.asarray(y_pred, np.float64) - np.asarray(y_true, np.float64)
-    n = np.sum(~np.isnan(err), axis=0)
-    return np.where(n > 0, np.nansum(err, axis=0) / np.maximum(n, 1), 0.0).astype(np.float32)
+    n = np.sum(~np.isnan(err), axis=0)  # labelled rows per coordinate
+    total = np.nansum(err, axis=0)
+    mean = np.where(n > 0, total / np.maximum(n, 1), 0.0)
+    return mean.astype(np.float32)
 
 
 def per_keypoint_rmse(y_true, y_pred) -> dict[str, float]:
