@@ -441,12 +441,10 @@ def submit_cli(
         choice["second_look"] = bool(second_look)
     if offset is not None:
         choice["offset"] = bool(offset)
-    elif not (choice["flip_average"] or choice["second_look"]):
-        choice["offset"] = False  # the run's offset goes with its flip-averaged looks only
-    if choice["offset"]:
+    if choice["offset"]:  # with one look, chosen_look and predict_as_chosen leave it out
         if "label_offset" not in chosen:
             raise ValueError(f"{mfile}: no label_offset to subtract (a run saved before it)")
-        if not (choice["flip_average"] or choice["second_look"]):
+        if offset and not (choice["flip_average"] or choice["second_look"]):
             raise ValueError("the labels' offset is measured flip-averaged: use it with --flip")
         choice["label_offset"] = chosen["label_offset"]
     test = fdata.load_test(data_dir)

@@ -644,9 +644,10 @@ def train_model(
     epochs_run = len(history.get("loss", []))
 
     train_kp = keypoints[train_idx]
-    offset = measure_label_offset(net, images[train_idx], y_true[train_idx])
+    # rounded as metrics.json keeps it, so that the scores are those of the saved offset
+    offset = np.round(measure_label_offset(net, images[train_idx], y_true[train_idx]), 4)
     metrics = measure(net, images, y_true, val_idx, train_kp, "val", offset)
-    metrics["label_offset"] = [round(float(v), 4) for v in offset]
+    metrics["label_offset"] = offset.tolist()
     metrics.update(choose_looks(metrics))
     if test_idx is not None and len(test_idx):
         metrics.update(measure(net, images, y_true, np.asarray(test_idx), train_kp, "test", offset))

@@ -660,14 +660,17 @@ def test_a_run_saved_before_the_second_look_predicts_as_it_chose():
     assert training.chosen_look({"second_look": True}) == "second look"
 
 
-class _Shifted:
-    """A stand-in model that answers every face with ``points`` (pixels), mirrored or not."""
+class _Constant:
+    """A model-shaped stub answering ``points`` (pixels; default Kaggle's mean face) for any
+    input, mirrored or not."""
 
-    def __init__(self, points):
+    def __init__(self, points=keypoints.KAGGLE_MEAN_SHAPE):
         self.points = np.asarray(points, np.float32)
 
-    def predict(self, x, batch_size=64, verbose=0):
-        return np.repeat(self.points[None], len(x), axis=0)
+    def predict(self, x, batch_size=None, verbose=0):
+        return np.tile(self.points, (len(x), 1))
+
+    predict_on_batch = predict
 
 
 def test_the_label_offset_is_measured_flip_averaged_and_subtracted_as_chosen():
@@ -681,7 +684,7 @@ def test_the_label_offset_is_measured_flip_averaged_and_subtracted_as_chosen():
     labels = np.repeat(face[None], 3, axis=0)
     labels[:, nose_x] += 0.3  # the labeller's habit
     labels[0, 4:] = np.nan  # a 4-point row
-    model = _Shifted(labels[1] + 0.6)
+    model = _Constant(labels[1] + 0.6)
     images = np.zeros((3, 96, 96), np.uint8)
     offset = training.measure_label_offset(model, images, labels)
     expected = np.zeros(30, np.float32)
@@ -711,15 +714,6 @@ def test_beyond_training_range_is_the_augmentations_rotation_and_zoom(angle, zoo
     pts = (keypoints.KAGGLE_MEAN_SHAPE.reshape(15, 2) - 47.5) @ rot.T + 47.5
     expected = abs(angle) > cfg.rotation_deg or not cfg.scale[0] <= zoom <= cfg.scale[1]
     assert training.beyond_training_range(pts.reshape(1, 30))[0] == expected
-
-
-class _Constant:
-    """A model-shaped stub answering Kaggle's mean face for any input."""
-
-    def predict(self, x, batch_size=None, verbose=0):
-        return np.tile(keypoints.KAGGLE_MEAN_SHAPE, (len(x), 1)).astype(np.float32)
-
-    predict_on_batch = predict
 
 
 def test_the_second_look_changes_only_the_faces_beyond_the_range():
