@@ -54,8 +54,10 @@ machine, at most 80). ``fkp train --minutes M`` changes the
 budget, ``--epochs N`` replaces it with exactly N epochs (repeatable).
 
 The full profile's widths, 24-48-96-192 (about 1.7M parameters), are three quarters of the
-network's default 32-256 (3.0M): at the same budget a 2-core CPU trains about 1.6 times the
-epochs, and it scored lower validation RMSE on two splits (``make bench-recipes`` with
+network's default 32-256 (3.0M): at the same budget a 2-core CPU trains 1.5-1.6 times the
+epochs, and it scored lower validation RMSE on two splits of the stand-in on a float32-only
+CPU, and again on the course's split on a 2-core CPU with native bfloat16, which trains either
+network nearly three times as many epochs (``make bench-recipes`` with
 ``FKP_RECIPE_ROWS="full-profile widths"`` measures the choice on the data in force)."""
 
 
