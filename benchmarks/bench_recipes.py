@@ -54,6 +54,7 @@ FULL_WIDTHS = experiments.PROFILES["full"].widths
 REFERENCE_LOSS = experiments.REFERENCE_LOSS
 WIDE_WIDTHS = tuple(2 * w for w in BASE_WIDTHS)
 NARROW_WIDTHS = tuple(w // 2 for w in BASE_WIDTHS)
+TRAINING_AUGMENT = training.training_augment_config()
 
 # name -> (what changes, train_model keyword arguments, profile changes)
 CHANGES = {
@@ -73,8 +74,16 @@ CHANGES = {
         {"weight_decay": 0.05},
     ),
     "full-strength augmentation": (
-        "chapter 4's full ranges (augment.AugmentConfig()) instead of 50-70% of them",
-        {"augment_config": augment.AugmentConfig()},
+        "chapter 4's full ranges (augment.AugmentConfig()) instead of 50-70% of them, the "
+        "wide tail kept",
+        {"augment_config": replace(augment.AugmentConfig(), wide_p=TRAINING_AUGMENT.wide_p)},
+        {},
+    ),
+    "no wide tail": (
+        f"no wide tail: none of the faces ({TRAINING_AUGMENT.wide_p:.0%} in the reference) "
+        f"warped by up to {TRAINING_AUGMENT.wide_rotation_deg:g} degrees, "
+        f"{TRAINING_AUGMENT.wide_translate_px:g} px, zoom {TRAINING_AUGMENT.wide_scale}",
+        {"augment_config": replace(TRAINING_AUGMENT, wide_p=0.0)},
         {},
     ),
     "wider": (

@@ -91,6 +91,13 @@ class AugmentConfig:
     noise_p: probability that noise is added to a face.
     blur_sigma: (low, high) standard deviation of the gaussian blur in pixels, drawn uniformly.
     blur_p: probability that a face is blurred.
+    wide_p: probability that a face's warp is drawn instead from the wide ranges below (the
+        "wide tail"): for the rare faces tilted, zoomed or off-centre far beyond the typical
+        spread, which the ranges above never reach. 0 (the default) draws nothing extra, so the
+        other draws stay exactly as they were.
+    wide_rotation_deg: the wide tail's rotation, uniform in +/- this many degrees.
+    wide_scale: the wide tail's (low, high) scale factor, drawn log-uniformly.
+    wide_translate_px: the wide tail's shift in pixels, uniform in +/- this many per axis.
     """
 
     flip_p: float = 0.5
@@ -105,26 +112,41 @@ class AugmentConfig:
     noise_p: float = 0.3
     blur_sigma: tuple[float, float] = (0.5, 1.2)
     blur_p: float = 0.2
+    wide_p: float = 0.0
+    wide_rotation_deg: float = 25.0
+    wide_scale: tuple[float, float] = (0.75, 1.35)
+    wide_translate_px: float = 12.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name.endswith("_p") and not 0.0 <= v <= 1.0:
                 raise ValueError(f"AugmentConfig.{f.name} is a probability: got {v}, need 0-1")
-        for name in ("rotation_deg", "translate_px", "brightness", "contrast", "noise_std"):
+        for name in (
+            "rotation_deg",
+            "translate_px",
+            "brightness",
+            "contrast",
+            "noise_std",
+            "wide_rotation_deg",
+            "wide_translate_px",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"AugmentConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.rotation_deg > 180:
-            raise ValueError(f"AugmentConfig.rotation_deg must be <= 180, got {self.rotation_deg}")
+        for name in ("rotation_deg", "wide_rotation_deg"):
+            if getattr(self, name) > 180:
+                raise ValueError(f"AugmentConfig.{name} must be <= 180, got {getattr(self, name)}")
         if self.contrast >= 1:
             raise ValueError(
                 f"AugmentConfig.contrast must be < 1 (factor 1 +/- it), got {self.contrast}"
             )
-        lo, hi = self.scale
-        if not 0 < lo <= hi:
-            raise ValueError(
-                f"AugmentConfig.scale must be (low, high) with 0 < low <= high, got {self.scale}"
-            )
+        for name in ("scale", "wide_scale"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(
+                    f"AugmentConfig.{name} must be (low, high) with 0 < low <= high, "
+                    f"got {getattr(self, name)}"
+                )
         lo, hi = self.blur_sigma
         if not 0 <= lo <= hi:
             raise ValueError(
@@ -421,6 +443,25 @@ def gaussian_blur(images: np.ndarray, sigma, radius: int | None = None) -> np.nd
     return sum(k[:, j, None, None] * rows[:, j : j + h, :] for j in range(2 * radius + 1))
 
 
+def _wide_tail(config: AugmentConfig, u, geo, angle, scale, tx, ty, where, exp):
+    """Give the wide tail's faces their wide warp, for both paths (NumPy arrays with np.where
+    and np.exp, or tensors with tf.where and tf.exp).
+
+    ``u`` holds five uniform draws in [-1, 1] per face, shape (5, B): the first picks the faces
+    (probability ``config.wide_p``), the others their angle, log-scale and shift. Returns the
+    new (geo, angle_deg, scale, tx, ty); a wide face is warped whatever its ordinary coin said.
+    """
+    wide = (u[0] + 1) / 2 < config.wide_p
+    lo, hi = (float(v) for v in np.log(config.wide_scale))
+    return (
+        geo | wide,
+        where(wide, config.wide_rotation_deg * u[1], angle),
+        where(wide, exp(lo + (hi - lo) * (u[2] + 1) / 2), scale),
+        where(wide, config.wide_translate_px * u[3], tx),
+        where(wide, config.wide_translate_px * u[4], ty),
+    )
+
+
 def sample_params(config: AugmentConfig, batch_size: int, rng) -> AugmentParams:
     """Draw one batch's parameters from ``rng`` (a NumPy Generator or an int seed).
 
@@ -450,6 +491,10 @@ def sample_params(config: AugmentConfig, batch_size: int, rng) -> AugmentParams:
     if config.uses_noise:  # drawn for the noisy faces only; zeros elsewhere
         noise = np.zeros((n, IMAGE_SIZE, IMAGE_SIZE), np.float32)
         noise[noisy] = rng.standard_normal((int(noisy.sum()), IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    if config.wide_p > 0:  # drawn last: with wide_p = 0 every other draw stays as it was
+        geo, angle, scale, tx, ty = _wide_tail(
+            config, rng.uniform(-1, 1, (5, n)), geo, angle, scale, tx, ty, np.where, np.exp
+        )
     return AugmentParams(
         flip=flip,
         geometric=geo,
@@ -743,15 +788,25 @@ def tf_sample_params(config: AugmentConfig, batch_size, seed) -> AugmentParams:
             tf.stack([tf.shape(which)[0], IMAGE_SIZE, IMAGE_SIZE]), seed=seeds[3]
         )
         noise = tf.scatter_nd(which, field, tf.stack([n, IMAGE_SIZE, IMAGE_SIZE]))
-    geometric = config.geometric_p > 0
+    geometric = config.geometric_p > 0 or config.wide_p > 0
     photometric = config.photometric_p > 0
+    angle = tf.where(geo, config.rotation_deg * r[0], zero)
+    scale = tf.where(geo, tf.exp(lo + (hi - lo) * (r[1] + 1) / 2), one)
+    tx = tf.where(geo, config.translate_px * r[2], zero)
+    ty = tf.where(geo, config.translate_px * r[3], zero)
+    if config.wide_p > 0:  # its own seed: with wide_p = 0 every other draw stays as it was
+        wide_seed = tf.random.experimental.stateless_split(tf.convert_to_tensor(seed), num=6)[5]
+        w = tf.random.stateless_uniform([5, n], seed=wide_seed, minval=-1.0, maxval=1.0)
+        geo, angle, scale, tx, ty = _wide_tail(
+            config, w, geo, angle, scale, tx, ty, tf.where, tf.exp
+        )
     return AugmentParams(
         flip=flip if config.flip_p > 0 else None,
         geometric=geo if geometric else None,
-        angle_deg=tf.where(geo, config.rotation_deg * r[0], zero) if geometric else None,
-        scale=tf.where(geo, tf.exp(lo + (hi - lo) * (r[1] + 1) / 2), one) if geometric else None,
-        tx=tf.where(geo, config.translate_px * r[2], zero) if geometric else None,
-        ty=tf.where(geo, config.translate_px * r[3], zero) if geometric else None,
+        angle_deg=angle if geometric else None,
+        scale=scale if geometric else None,
+        tx=tx if geometric else None,
+        ty=ty if geometric else None,
         brightness=tf.where(photo, config.brightness * r[4], zero) if photometric else None,
         contrast=tf.where(photo, 1 + config.contrast * r[5], one) if photometric else None,
         blur_sigma=tf.where(blurred, blo + (bhi - blo) * u, zero),

@@ -539,11 +539,11 @@ def _augment_for(spec: dict):
         return training.training_augment_config()
     if choice is False:
         return None
-    if choice == "full-strength":
-        return augment.AugmentConfig()
-    if choice == "geometric-only":
-        from dataclasses import replace
+    from dataclasses import replace
 
+    if choice == "full-strength":  # chapter 4's ranges; the wide tail as in training
+        return replace(augment.AugmentConfig(), wide_p=training.training_augment_config().wide_p)
+    if choice == "geometric-only":
         return replace(training.training_augment_config(), photometric_p=0.0)
     raise ValueError(f"unknown augmentation choice {choice!r}")
 

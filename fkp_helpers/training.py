@@ -64,7 +64,14 @@ def training_augment_config() -> augment.AugmentConfig:
     of 0.18, contrast 0.3 of 0.48, zoom 0.90-1.11 of 0.82-1.22, about half on a log scale; flip,
     noise and blur as chapter 4's defaults). On a CPU budget of minutes the network
     cannot fit the full ranges; chapter 5 measures both, and the book quotes these numbers from
-    this function."""
+    this function.
+
+    Plus a wide tail: 5% of the faces are warped instead by up to 25 degrees, a zoom of
+    0.75-1.35 and 12 px (``AugmentConfig.wide_p`` and its ranges, chapter 4), for the rare
+    faces far beyond the ordinary ranges. Measured with the full profile (18-minute budget, L1)
+    on two splits and two seeds: validation RMSE as good as without it, within the seed spread,
+    and the held-out test part's largest errors (a face in the frame's corner, a face tilted 25
+    degrees) much smaller; ``make bench-recipes`` has the row "no wide tail"."""
     return replace(
         augment.AugmentConfig(),
         rotation_deg=7.0,
@@ -72,6 +79,7 @@ def training_augment_config() -> augment.AugmentConfig:
         translate_px=3.0,
         brightness=0.12,
         contrast=0.3,
+        wide_p=0.05,
     )
 
 
@@ -384,10 +392,11 @@ class RunResult:
 
 
 def beyond_training_range(keypoints, config=None) -> np.ndarray:
-    """Faces (bool ``(N,)``) that the training augmentation did not reach, judged from their
-    keypoints ``(N, 30)`` (pixels; a first look's prediction): tilted by more than
+    """Faces (bool ``(N,)``) beyond the training augmentation's ordinary ranges, judged from
+    their keypoints ``(N, 30)`` (pixels; a first look's prediction): tilted by more than
     ``config.rotation_deg`` degrees against Kaggle's mean eye line, or with an eye distance
-    whose ratio to Kaggle's mean is outside ``config.scale``. Default ``config``:
+    whose ratio to Kaggle's mean is outside ``config.scale``. (The wide tail, ``wide_p``,
+    reaches a few training faces further; the gate does not count it.) Default ``config``:
     :func:`training_augment_config`."""
     config = training_augment_config() if config is None else config
     tilt = head_tilt_deg(keypoints) - head_tilt_deg(KAGGLE_MEAN_SHAPE)  # degrees

@@ -8,6 +8,7 @@ centroid within 0.1 px (a half-pixel slip in the centre or the flip constant wou
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -502,11 +503,118 @@ def test_uint8_images_are_refused_with_a_hint():
         ({"scale": (1.2, 0.8)}, "scale"),
         ({"rotation_deg": -1}, "rotation_deg"),
         ({"blur_sigma": (2.0, 1.0)}, "blur_sigma"),
+        ({"wide_p": -0.1}, "wide_p"),
+        ({"wide_scale": (0.0, 1.2)}, "wide_scale"),
+        ({"wide_rotation_deg": 190}, "wide_rotation_deg"),
+        ({"wide_translate_px": -2}, "wide_translate_px"),
     ],
 )
 def test_bad_config_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         A.AugmentConfig(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# The wide tail: a few faces warped far beyond the ordinary ranges
+
+WIDE = A.AugmentConfig(
+    rotation_deg=7.0, scale=(0.9, 1.11), translate_px=3.0, geometric_p=0.8, wide_p=0.05
+)
+ORDINARY = ("flip", "brightness", "contrast", "blur_sigma", "noise_std")
+
+
+def tf_params(config, n, seed):
+    p = A.tf_sample_params(config, n, tf.constant(seed, tf.int64))
+    return {k: None if v is None else np_of(v) for k, v in vars(p).items()}
+
+
+def wide_faces(p, config):
+    """Faces whose warp lies outside the ordinary ranges (so it came from the wide tail)."""
+    return (
+        (np.abs(p["angle_deg"]) > config.rotation_deg + 1e-4)
+        | (np.abs(p["tx"]) > config.translate_px + 1e-4)
+        | (np.abs(p["ty"]) > config.translate_px + 1e-4)
+        | (p["scale"] < config.scale[0] - 1e-6)
+        | (p["scale"] > config.scale[1] + 1e-6)
+    )
+
+
+@given(seed=seeds, wide_p=st.floats(1e-6, 1.0))
+@SETTINGS
+def test_wide_tail_draws_last_so_the_other_draws_stay_numpy(seed, wide_p):
+    n = 64
+    off = vars(A.sample_params(replace(WIDE, wide_p=0.0), n, seed))
+    on = vars(A.sample_params(replace(WIDE, wide_p=wide_p), n, seed))
+    for k in ORDINARY + ("noise",):
+        np.testing.assert_array_equal(on[k], off[k])
+    # A face the tail passes over keeps its ordinary warp exactly.
+    kept = ~wide_faces(on, WIDE) & (on["angle_deg"] == off["angle_deg"])
+    for k in ("geometric", "scale", "tx", "ty"):
+        np.testing.assert_array_equal(on[k][kept], off[k][kept])
+
+
+@given(seed=st.lists(st.integers(0, 2**31 - 1), min_size=2, max_size=2), wide_p=st.floats(1e-6, 1))
+@TF_SETTINGS
+def test_wide_tail_has_its_own_seed_so_the_other_draws_stay_tf(seed, wide_p):
+    n = 64
+    off = tf_params(replace(WIDE, wide_p=0.0), n, seed)
+    on = tf_params(replace(WIDE, wide_p=wide_p), n, seed)
+    for k in ORDINARY:
+        np.testing.assert_array_equal(on[k], off[k])
+    same = (on["angle_deg"] == off["angle_deg"]) & (on["tx"] == off["tx"])
+    assert same.mean() >= 1 - wide_p - 0.25  # all but the tail's faces (binomial slack)
+    np.testing.assert_array_equal(on["scale"][same], off["scale"][same])
+
+
+@pytest.mark.parametrize("path", ["numpy", "tf"])
+def test_wide_tail_reaches_its_ranges_on_about_wide_p_of_the_faces(path):
+    n = 20000
+    if path == "numpy":
+        p = vars(A.sample_params(WIDE, n, 3))
+    else:
+        p = tf_params(WIDE, n, [3, 4])
+    wide = wide_faces(p, WIDE)
+    # A wide draw lands inside all the ordinary ranges 0.6% of the time (0.28 x 0.25 x 0.25 x
+    # 0.36), so about 4.97% of the faces show it: 994 of 20000, sd 31; the bounds are 4 sd.
+    assert 0.044 * n < wide.sum() < 0.056 * n
+    assert p["geometric"][wide].all()
+    assert np.abs(p["angle_deg"]).max() <= WIDE.wide_rotation_deg + 1e-4
+    assert np.abs(p["angle_deg"]).max() > 0.95 * WIDE.wide_rotation_deg
+    for k in ("tx", "ty"):
+        assert np.abs(p[k]).max() <= WIDE.wide_translate_px + 1e-4
+        assert np.abs(p[k]).max() > 0.95 * WIDE.wide_translate_px
+    lo, hi = WIDE.wide_scale
+    assert lo - 1e-5 <= p["scale"].min() < 0.8 and 1.3 < p["scale"].max() <= hi + 1e-5
+
+
+def test_wide_tail_warps_a_face_even_when_the_ordinary_warp_is_off():
+    config = replace(A.AugmentConfig.none(), wide_p=1.0)
+    p = A.sample_params(config, 200, 0)
+    assert p.geometric.all() and np.abs(p.angle_deg).max() > 20
+    q = tf_params(config, 200, [0, 1])
+    assert q["geometric"].all() and np.abs(q["angle_deg"]).max() > 20
+
+
+@given(seed=seeds)
+@TF_SETTINGS
+def test_wide_tail_moves_pixels_and_labels_together(seed):
+    # The pipeline's dot test on faces warped by the wide tail alone, with TF's own draws (the
+    # path training takes): every dot still inside the frame sits under its keypoint.
+    rng = np.random.default_rng(seed)
+    n = 8
+    xy0 = rng.uniform(35, 60, (n, 2))
+    ks = rng.integers(0, N_KEYPOINTS, n)
+    images = np.stack([dot_image(x, y) for x, y in xy0])
+    kp = np.concatenate([one_keypoint(x, y, k) for (x, y), k in zip(xy0, ks, strict=True)])
+    config = replace(A.AugmentConfig.none(), wide_p=1.0)
+    params = A.tf_sample_params(config, n, tf.constant([seed, 1], tf.int64))
+    img, out = A.tf_apply_params(images[..., None], kp, params)
+    img, out = np_of(img).reshape(n, 96, 96), np_of(out)
+    assert np.abs(np_of(params.angle_deg)).max() > 7  # beyond the ordinary 7 degrees
+    for i in range(n):
+        xy = out[i].reshape(N_KEYPOINTS, 2)
+        if inside(xy[ks[i]]):
+            assert_dot_follows(img[i], xy[ks[i]])
 
 
 # --------------------------------------------------------------------------------------------
