@@ -795,6 +795,7 @@ def tf_sample_params(config: AugmentConfig, batch_size, seed) -> AugmentParams:
     tx = tf.where(geo, config.translate_px * r[2], zero)
     ty = tf.where(geo, config.translate_px * r[3], zero)
     if config.wide_p > 0:  # its own seed: with wide_p = 0 every other draw stays as it was
+        # (a stream apart from the four above: the last of a six-way split of the batch seed)
         wide_seed = tf.random.experimental.stateless_split(tf.convert_to_tensor(seed), num=6)[5]
         w = tf.random.stateless_uniform([5, n], seed=wide_seed, minval=-1.0, maxval=1.0)
         geo, angle, scale, tx, ty = _wide_tail(
