@@ -234,6 +234,16 @@ def test_tf_affine_dot_follows_keypoint(x, y, angle, scale, tx, ty):
     assert_dot_follows(np_of(img)[0, ..., 0], xy)
 
 
+def dot_faces(rng, n: int, lo: float, hi: float):
+    """``n`` faces with one dot each, at a random keypoint placed uniformly in [lo, hi] px:
+    images ``(n, 96, 96)``, keypoints ``(n, 30)`` (the others missing), keypoint indices."""
+    xy0 = rng.uniform(lo, hi, (n, 2))
+    ks = rng.integers(0, N_KEYPOINTS, n)
+    images = np.stack([dot_image(x, y) for x, y in xy0])
+    kp = np.concatenate([one_keypoint(x, y, k) for (x, y), k in zip(xy0, ks, strict=True)])
+    return images, kp, ks
+
+
 @SETTINGS
 @given(seed=seeds)
 def test_pipeline_dot_follows_keypoint_through_flip_and_warp(seed):
@@ -241,10 +251,7 @@ def test_pipeline_dot_follows_keypoint_through_flip_and_warp(seed):
     # name) and warps all of them with random rotation, scale and shift.
     rng = np.random.default_rng(seed)
     n = 8
-    xy0 = rng.uniform(25, 70, (n, 2))
-    ks = rng.integers(0, N_KEYPOINTS, n)
-    images = np.stack([dot_image(x, y) for x, y in xy0])
-    kp = np.concatenate([one_keypoint(x, y, k) for (x, y), k in zip(xy0, ks, strict=True)])
+    images, kp, ks = dot_faces(rng, n, 25, 70)
     params = A.sample_params(GEOMETRY_ONLY, n, rng)
     for name, (img, out) in {
         "numpy": A.apply_params(images, kp, params),
@@ -600,12 +607,8 @@ def test_wide_tail_warps_a_face_even_when_the_ordinary_warp_is_off():
 def test_wide_tail_moves_pixels_and_labels_together(seed):
     # The pipeline's dot test on faces warped by the wide tail alone, with TF's own draws (the
     # path training takes): every dot still inside the frame sits under its keypoint.
-    rng = np.random.default_rng(seed)
     n = 8
-    xy0 = rng.uniform(35, 60, (n, 2))
-    ks = rng.integers(0, N_KEYPOINTS, n)
-    images = np.stack([dot_image(x, y) for x, y in xy0])
-    kp = np.concatenate([one_keypoint(x, y, k) for (x, y), k in zip(xy0, ks, strict=True)])
+    images, kp, ks = dot_faces(np.random.default_rng(seed), n, 35, 60)
     config = replace(A.AugmentConfig.none(), wide_p=1.0)
     params = A.tf_sample_params(config, n, tf.constant([seed, 1], tf.int64))
     img, out = A.tf_apply_params(images[..., None], kp, params)
