@@ -52,6 +52,9 @@ MINUTES = float(os.environ.get("FKP_RECIPE_MINUTES", "4"))
 BASE_WIDTHS = tuple(int(w) for w in os.environ.get("FKP_RECIPE_WIDTHS", "16,32,64,128").split(","))
 FULL_WIDTHS = experiments.PROFILES["full"].widths
 REFERENCE_LOSS = experiments.REFERENCE_LOSS
+HEATMAP_LOSS_WEIGHT = 0.5
+"""The weight of the heatmap loss in the row "heatmap loss" (models.heatmap_kl, in nats, beside the
+coordinate loss in pixels)."""
 WIDE_WIDTHS = tuple(2 * w for w in BASE_WIDTHS)
 NARROW_WIDTHS = tuple(w // 2 for w in BASE_WIDTHS)
 TRAINING_AUGMENT = training.training_augment_config()
@@ -67,6 +70,12 @@ CHANGES = {
     "squared-error loss": ("masked MSE on the coordinates (chapter 5's loss)", {"loss": "mse"}, {}),
     "L1 loss": ("masked L1 on the coordinates", {"loss": "l1"}, {}),
     "Wing loss": ("masked Wing loss (w = 4 px, eps = 1 px)", {"loss": "wing"}, {}),
+    "heatmap loss": (
+        f"plus {HEATMAP_LOSS_WEIGHT:g} x a loss on the heatmaps (models.heatmap_kl: a Gaussian of "
+        "one cell around each label)",
+        {"heatmap_loss": HEATMAP_LOSS_WEIGHT},
+        {},
+    ),
     "EMA 0.99": ("evaluate an exponential moving average of the weights", {"ema": 0.99}, {}),
     "weight decay 0.05": (
         "AdamW's decoupled weight decay 0.05 instead of 1e-4",

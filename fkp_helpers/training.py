@@ -534,6 +534,7 @@ def train_model(
     deterministic_ops: bool = False,
     started: float | None = None,
     loss: str = "mse",
+    heatmap_loss: float | None = None,
     ema: float | None = None,
     initial_weights: list | None = None,
 ) -> RunResult:
@@ -561,6 +562,12 @@ def train_model(
     (:func:`fkp_helpers.precision.set_global_precision_policy`), and ``deterministic_ops=True``
     turns on TensorFlow's op determinism for the rest of the process (bitwise repeatable, slower).
 
+    ``loss``: the coordinate loss (a name of :data:`fkp_helpers.models.LOSSES`).
+    ``heatmap_loss``: the weight of :func:`fkp_helpers.models.heatmap_kl` on the residual
+    network's heatmaps, added to ``loss`` while training through
+    :class:`fkp_helpers.models.HeatmapLossTrainer` (the network alone is measured and saved);
+    ``None`` or 0: the coordinate loss alone.
+
     ``initial_weights``: start from these weights (``model.get_weights()`` of a network of the
     same kind and widths) instead of a random initialisation; :func:`self_train` uses it.
     """
@@ -584,6 +591,8 @@ def train_model(
         raise ValueError(
             f"training needs rows on both sides: {len(train_idx)} train, {len(val_idx)} validation"
         )
+    if heatmap_loss and model != "resnet":
+        raise ValueError(f"heatmap_loss needs the residual heatmap network, not {model!r}")
     if augment_config == "default":
         augment_config = training_augment_config()
     y_true = keypoints if val_keypoints is None else val_keypoints
@@ -610,19 +619,23 @@ def train_model(
         schedule = warmup_cosine(profile.learning_rate, steps * profile.epochs, warmup_steps)
 
     def build_and_compile():
+        """The network, and what ``fit`` trains: the network itself, or its heatmap-loss
+        trainer (which shares its weights)."""
         net = build_model(model, profile, n_kp)
         if initial_weights is not None:
             net.set_weights(initial_weights)
-        return compile_model(net, schedule, profile.weight_decay, loss=loss, ema=ema)
+        trainer = models.HeatmapLossTrainer(net, heatmap_loss) if heatmap_loss else net
+        compile_model(trainer, schedule, profile.weight_decay, loss=loss, ema=ema)
+        return net, trainer
 
     if distribute is not None:
         with distribute.scope():
-            net = build_and_compile()
+            net, trainer = build_and_compile()
     else:
-        net = build_and_compile()
+        net, trainer = build_and_compile()
 
     keep = KeepBestWeights("val_rmse")
-    callbacks = [*ema_callbacks(net), keep]
+    callbacks = [*ema_callbacks(trainer), keep]
     budget = None
     if profile.minutes:
         # ten validation passes for the final predictions, two training passes (flip-averaged)
@@ -640,7 +653,7 @@ def train_model(
         verbose = 2 if "ipykernel" in sys.modules else 1
 
     t0 = time.perf_counter()
-    hist = net.fit(
+    hist = trainer.fit(
         train_ds,
         epochs=profile.epochs,
         steps_per_epoch=steps,
@@ -670,6 +683,7 @@ def train_model(
             "profile": profile.name,
             "model": model,
             "loss": loss,
+            "heatmap_loss": heatmap_loss or None,
             "ema": ema,
             "precision": prec,
             "params": int(net.count_params()),
@@ -678,7 +692,9 @@ def train_model(
             "n_train": int(len(train_idx)),
             "augment": None if augment_config is None else asdict(augment_config),
             "train_images_per_second": round(steps * bs * epochs_run / seconds, 1),
-            "final_learning_rate": float(ops.convert_to_numpy(schedule(net.optimizer.iterations))),
+            "final_learning_rate": float(
+                ops.convert_to_numpy(schedule(trainer.optimizer.iterations))
+            ),
         }
     )
     if budget is not None:

@@ -53,7 +53,10 @@ def test_chapter_5_writes_out_the_network_loss_and_training_code():
         "MaskedRMSE",
         "baseline_cnn",
         "Standardize",
+        "heatmap_grid",
         "SoftArgmax2D",
+        "heatmap_kl",
+        "HeatmapLossTrainer",
         "residual_block",
         "keypoint_resnet",
         "warmup_cosine",
@@ -122,6 +125,10 @@ def test_the_chapter_networks_and_loss_compute_what_the_package_computes():
         np.testing.assert_allclose(
             np.asarray(ns[loss](y, p)), np.asarray(getattr(models, loss)(y, p)), rtol=1e-6
         )
+    heat = rng.normal(0, 2, (4, 24, 24, 15)).astype(np.float32)
+    np.testing.assert_allclose(
+        float(ns["heatmap_kl"](y, heat)), float(models.heatmap_kl(y, heat)), rtol=1e-6
+    )
     from fkp_helpers import missing
 
     np.testing.assert_array_equal(

@@ -8,6 +8,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fkp_helpers import models, training
 from fkp_helpers.data import FLIP_PAIRS, N_KEYPOINTS
@@ -86,3 +88,90 @@ def test_flip_averaging_of_a_mirror_symmetric_face_gives_symmetric_points():
         np.testing.assert_allclose(k[:, left, 0], 95 - k[:, right, 0], atol=1e-3)
         np.testing.assert_allclose(k[:, left, 1], k[:, right, 1], atol=1e-3)
     np.testing.assert_allclose(k[:, 10, 0], 47.5, atol=1e-3)  # nose tip on the axis
+
+
+# ---------------------------------------------------------------------------------------------
+# The heatmap loss
+
+
+def gaussian_logits(points, sigma=models.HEATMAP_SIGMA, size=24, stride=4):
+    """Logits ``(1, size, size, K)`` whose softmax is heatmap_kl's target for ``points`` (K, 2),
+    written with NumPy, independently of the package's grid."""
+    centres = stride * np.arange(size) + (stride - 1) / 2
+    gx, gy = np.meshgrid(centres, centres)  # gx[i, j] = x of cell (i, j)
+    maps = [-((gx - x) ** 2 + (gy - y) ** 2) / (2 * sigma**2) for x, y in points]
+    return np.stack(maps, axis=-1)[None].astype(np.float32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(12.0, 83.0), st.floats(12.0, 83.0))
+def test_the_heatmap_target_is_centred_on_its_label(x, y):
+    # the soft-argmax of the target reads back the label, 12 px or more from the frame's edge
+    # (nearer, the edge cuts the Gaussian: its docstring says by how much)
+    logits = gaussian_logits([(x, y)])
+    out = models.SoftArgmax2D(stride=4)(logits).numpy()[0]
+    np.testing.assert_allclose(out, [x, y], atol=0.01)
+    assert float(models.heatmap_kl(np.array([[x, y]], np.float32), logits)) < 1e-5
+
+
+def test_heatmap_kl_grows_as_the_heatmap_moves_off_the_label():
+    label = np.array([[40.0, 52.0]], np.float32)
+    kls = [
+        float(models.heatmap_kl(label, gaussian_logits([(40.0 + shift, 52.0)])))
+        for shift in (0.0, 2.0, 4.0, 8.0)
+    ]
+    assert kls[0] < 1e-5 and kls[1] > 0.01
+    assert kls == sorted(kls) and kls[3] > 3 * kls[1]
+    # for two Gaussians of one width the divergence is d^2 / (2 sigma^2): 8 px -> 2 nats
+    assert kls[3] == pytest.approx(8.0**2 / (2 * models.HEATMAP_SIGMA**2), rel=0.02)
+    flat = np.zeros((1, 24, 24, 1), np.float32)  # a map that says nothing is far from any target
+    assert float(models.heatmap_kl(label, flat)) > kls[3]
+
+
+def test_heatmap_kl_skips_missing_keypoints_and_averages_the_others():
+    logits = gaussian_logits([(30.0, 30.0), (60.0, 50.0), (50.0, 70.0)])
+    wrong = np.array([[30.0, 30.0, 68.0, 50.0, 50.0, 70.0]], np.float32)  # the 2nd is 8 px off
+    both = float(models.heatmap_kl(wrong, logits))
+    assert both == pytest.approx(2.0 / 3, rel=0.02)  # 2 nats over three labelled points
+    missing = wrong.copy()
+    missing[0, 2:4] = np.nan  # the wrong one is missing: nothing left to pay for
+    assert float(models.heatmap_kl(missing, logits)) < 1e-5
+    none = np.full_like(wrong, np.nan)
+    assert float(models.heatmap_kl(none, logits)) == 0.0  # not NaN
+    heat = tf.Variable(logits)
+    with tf.GradientTape() as tape:
+        loss = models.heatmap_kl(missing, heat)
+    g = tape.gradient(loss, heat).numpy()
+    assert np.all(np.isfinite(g)) and np.all(g[..., 1] == 0)  # no pull on a missing point's map
+
+
+def test_the_heatmap_loss_trainer_adds_the_heatmap_loss_while_training_only():
+    keras.utils.set_random_seed(0)
+    net = models.keypoint_resnet(
+        (16, 16, 32, 32)
+    )  # a train step at width 8 crashes TF's CPU kernels
+    trainer = models.HeatmapLossTrainer(net, weight=0.5)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.0), loss=models.masked_l1)
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 96, 96, 1), np.float32)
+    y = rng.uniform(20, 76, (4, 30)).astype(np.float32)
+    y[1, 4:] = np.nan
+    np.testing.assert_array_equal(trainer.predict(x, verbose=0), net.predict(x, verbose=0))
+    assert trainer.trainable_weights and len(trainer.weights) == len(net.weights)
+    # the training loss is the compiled loss plus 0.5 x the heatmap loss of the same forward pass
+    points, heat = trainer.both(x, training=True)
+    expected = float(np.mean(models.masked_l1(y, points))) + 0.5 * float(models.heatmap_kl(y, heat))
+    assert float(trainer.train_on_batch(x, y)) == pytest.approx(expected, rel=1e-4)
+    # evaluation scores the compiled loss alone (the same the plain network gets)
+    plain = float(np.mean(models.masked_l1(y, net.predict(x, verbose=0))))
+    assert float(trainer.evaluate(x, y, verbose=0)) == pytest.approx(plain, rel=1e-4)
+    with pytest.raises(ValueError, match="baseline_cnn has no heatmaps to train"):
+        models.HeatmapLossTrainer(models.baseline_cnn(), weight=0.5)
+
+
+def test_near_the_edge_the_heatmap_target_moves_inwards_as_documented():
+    out = [float(models.SoftArgmax2D()(gaussian_logits([(x, 47.5)]))[0, 0]) for x in (10.0, 6.0)]
+    assert out[0] - 10.0 == pytest.approx(0.04, abs=0.005)
+    assert out[1] - 6.0 == pytest.approx(0.41, abs=0.01)
+    far = float(models.SoftArgmax2D()(gaussian_logits([(95.0 - 6.0, 47.5)]))[0, 0])
+    assert far - 89.0 == pytest.approx(-0.41, abs=0.01)  # mirrored at the other edge

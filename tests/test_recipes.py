@@ -167,6 +167,7 @@ def test_bench_recipes_trains_the_rows_named_in_fkp_recipe_rows(monkeypatch, ben
         "full-strength augmentation",
     ]
     assert bench.CHANGES["weight decay 0.05"][2] == {"weight_decay": 0.05}
+    assert bench.CHANGES["heatmap loss"][1] == {"heatmap_loss": bench.HEATMAP_LOSS_WEIGHT}
     monkeypatch.setenv("FKP_RECIPE_ROWS", "weight decay 0.05,no such row")
     with pytest.raises(SystemExit, match="no such row"):
         bench.selected_changes()

@@ -246,6 +246,50 @@ def test_train_model_writes_every_promised_output(tmp_path):
     )
 
 
+def test_train_model_with_the_heatmap_loss_saves_and_scores_the_plain_network(tmp_path):
+    images, kp = _faces(48)
+
+    def run(heatmap_loss, out_dir=None):
+        return training.train_model(
+            images,
+            kp,
+            np.arange(32),
+            np.arange(32, 48),
+            profile=TINY,
+            seed=3,
+            verbose=0,
+            precision="float32",
+            deterministic_ops=True,
+            heatmap_loss=heatmap_loss,
+            out_dir=out_dir,
+        )
+
+    plain, with_heat = run(None), run(0.5, tmp_path)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["heatmap_loss"] == 0.5 and plain.metrics["heatmap_loss"] is None
+    # same data, draws and initial weights: the training loss adds the heatmap loss (> 0)...
+    assert with_heat.history["loss"][0] > plain.history["loss"][0] + 0.05
+    # ...validation still scores the coordinates alone, with the same metric
+    assert "val_rmse" in with_heat.history and "val_loss" in with_heat.history
+    # the run's model, saved and reloaded, is the plain network, scored as promised
+    assert with_heat.model.name == "keypoint_resnet"
+    saved = models.load_model(tmp_path / "model.keras")
+    assert saved.name == "keypoint_resnet" and len(saved.weights) == len(plain.model.weights)
+    pred = training.predict_keypoints(saved, images[32:48])
+    assert m["val_rmse"] == pytest.approx(keypoints.masked_rmse(kp[32:48], pred), rel=1e-5)
+    with pytest.raises(ValueError, match="heatmap_loss needs the residual heatmap network"):
+        training.train_model(
+            images,
+            kp,
+            np.arange(32),
+            np.arange(32, 48),
+            profile=TINY,
+            model="baseline",
+            heatmap_loss=0.5,
+            verbose=0,
+        )
+
+
 def test_saved_run_is_reused_for_the_same_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("FKP_RUNS_DIR", str(tmp_path))
     images, kp = _faces(48)
