@@ -66,3 +66,44 @@ def test_no_markdown_cell_types_a_measured_decimal(path):
 def test_the_decimal_check_catches_a_typed_figure():
     assert _typed_decimals("the model reaches 1.52 px") == ["1.52"]
     assert not _typed_decimals("it reaches {glue:text}`rmse:.2f` px about $x = 47.5$, `lr=0.001`")
+
+
+NOTEBOOKS = [p for p in SOURCES if p.suffix == ".ipynb"]
+
+
+def _unclean_cells(nb: dict) -> list[str]:
+    """What keeps a notebook from being committed clean: cells without a unique id (nbformat
+    4.5 needs one), code cells with outputs or an execution count."""
+    bad, seen = [], set()
+    for i, cell in enumerate(nb["cells"]):
+        cid = cell.get("id")
+        if not cid or cid in seen:
+            bad.append(f"cell {i}: missing or repeated id {cid!r}")
+        seen.add(cid)
+        if cell["cell_type"] == "code" and (cell["outputs"] or cell["execution_count"]):
+            bad.append(f"cell {i}: outputs or an execution count")
+    return bad
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_valid_and_committed_clean(path):
+    import nbformat
+
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    assert (nb["nbformat"], nb["nbformat_minor"]) >= (4, 5)
+    nbformat.validate(nb)
+    assert _unclean_cells(nb) == []
+
+
+def test_the_clean_check_catches_a_missing_id_and_an_output():
+    cells = [
+        {"cell_type": "markdown", "id": "a", "metadata": {}, "source": ""},
+        {"cell_type": "code", "metadata": {}, "source": "", "outputs": [], "execution_count": None},
+        {"cell_type": "code", "id": "a", "metadata": {}, "source": "", "outputs": [{}]},
+    ]
+    cells[2]["execution_count"] = 3
+    assert _unclean_cells({"cells": cells}) == [
+        "cell 1: missing or repeated id None",
+        "cell 2: missing or repeated id 'a'",
+        "cell 2: outputs or an execution count",
+    ]
