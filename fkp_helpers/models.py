@@ -214,7 +214,7 @@ class HeatmapLossTrainer(keras.Model):
                 "'heatmaps' and 'keypoints', as keypoint_resnet has"
             )
         super().__init__(name=f"{net.name}_with_heatmap_loss", **kwargs)
-        self.both = keras.Model(net.inputs, [net.output, net.get_layer("heatmaps").output])
+        self.both = keras.Model(net.input, [net.output, net.get_layer("heatmaps").output])
         self.stride = net.get_layer("keypoints").stride
         self.weight, self.sigma = float(weight), float(sigma)
         self._heatmaps = None
@@ -313,7 +313,7 @@ def keypoint_resnet(
 
 def heatmap_model(model: keras.Model) -> keras.Model:
     """A model sharing ``model``'s weights that outputs its heatmap logits (for figures)."""
-    return keras.Model(model.inputs, model.get_layer("heatmaps").output)
+    return keras.Model(model.input, model.get_layer("heatmaps").output)
 
 
 def load_model(path) -> keras.Model:
