@@ -50,7 +50,7 @@ book-check: $(STAMP)
 	FKP_PROFILE=quick $(VENV)/bin/jupyter-book build --all --warningiserror --nitpick \
 		--path-output _build/check .
 
-## make browser: the page "Try it in your browser" of the book that `make book-check` built
+## make browser: the page "Try it in your browser" and the formulas of the book that `make book-check` built
 browser: $(STAMP) chromium
 	FKP_BOOK_HTML=_build/check/_build/html MPLBACKEND=Agg $(PY) -m pytest -q -rP -p no:cacheprovider \
 		tests/test_browser.py

@@ -1,11 +1,14 @@
-"""The page "Try it in your browser" against ``fkp predict``, in headless Chromium.
+"""The page "Try it in your browser" against ``fkp predict``, and the book's formulas, in headless
+Chromium.
 
 Serves the built book (``$FKP_BOOK_HTML``; ``make browser`` points it at ``_build/check/_build/html``,
 which ``make book-check`` has just built, so nothing is built again) on a 127.0.0.1 port, opens
 ``book/demo.html?image=...`` in headless Chromium through the DevTools protocol, and checks that
 the keypoints the page writes into ``#fkp-result`` agree with :func:`fkp_helpers.photo.predict_faces`
 (what ``fkp predict`` runs) on the same photo and the same network in float32 (what the page runs)
-within 0.25 px per point, in the original photo's pixels.
+within 0.25 px per point, in the original photo's pixels. The formulas of the conventions page are
+typeset by the MathJax copied into the built book (``book/_ext/offline_math.py``), served and from
+``file://``, with nothing loaded from another origin.
 
 Runs when ``$FKP_BOOK_HTML`` is set. Without Chromium it is skipped with a message, except under
 CI (``CI=true``), where a missing browser or a missing built book fails. To run it by hand::
@@ -373,3 +376,87 @@ def test_the_page_shows_what_it_downloaded(site, browser, book):
         "vendor/ort/ort-wasm-simd-threaded.wasm",
         "vendor/opencv/opencv.js",
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Formulas: typeset by the MathJax inside the built book (book/_ext/offline_math.py), no CDN
+
+MATH_PAGE = "book/conventions.html"
+MATH_PROBE = r"""(() => {
+  const maths = [...document.querySelectorAll('.math')];
+  if (!maths.length || !maths.every(m => m.querySelector('mjx-container'))) return null;
+  const raw = maths.filter(m => [...m.childNodes].some(
+    c => c.nodeType === Node.TEXT_NODE && /\\[(\[]/.test(c.textContent))).length;
+  return {
+    href: document.location.href, n: maths.length, raw,
+    scripts: [...document.scripts].map(s => s.src).filter(s => s.includes('mathjax')),
+    resources: performance.getEntriesByType('resource').map(e => e.name),
+    fonts: [...document.fonts].filter(f => f.status === 'loaded').map(f => f.family),
+  };
+})()"""
+
+
+def _typeset(browser: Browser, url: str, timeout: float = 60) -> dict:
+    """Open ``url`` and wait until every ``.math`` element holds MathJax's output."""
+    browser.call("Page.navigate", url=url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = browser.evaluate(MATH_PROBE)
+        if got and got["href"] == url:
+            return got
+        time.sleep(0.2)
+    raise TimeoutError(f"{url}: formulas not typeset in {timeout} s; {browser.console[-5:]}")
+
+
+def test_formulas_are_typeset_by_the_books_own_mathjax(site, browser, shots):
+    got = _typeset(browser, f"{site}/{MATH_PAGE}")
+    browser.screenshot(shots / "conventions-math.png")
+    assert got["n"] >= 10 and got["raw"] == 0, got
+    assert got["scripts"] == [f"{site}/_static/vendor/mathjax/tex-mml-chtml.js"]
+    # everything the page loaded came from the book's own server: no CDN, no font service
+    assert got["resources"] and all(r.startswith(f"{site}/") for r in got["resources"]), [
+        r for r in got["resources"] if not r.startswith(f"{site}/")
+    ]
+    fonts = [r for r in got["resources"] if "/_static/vendor/mathjax/output/chtml/fonts/" in r]
+    assert fonts and "MJXTEX" in got["fonts"] and "MJXTEX-I" in got["fonts"], got
+
+
+def test_formulas_are_typeset_when_the_book_is_opened_from_a_file(book, browser):
+    """The README says: open _build/html/index.html. From file:// too, MathJax and its fonts load
+    (Chromium lists no file:// resources in the performance timeline: the fonts' status says it)."""
+    url = (book / MATH_PAGE).as_uri()
+    got = _typeset(browser, url)
+    assert got["raw"] == 0 and got["scripts"] == [
+        (book / "_static/vendor/mathjax/tex-mml-chtml.js").as_uri()
+    ]
+    assert "MJXTEX" in got["fonts"] and "MJXTEX-I" in got["fonts"], got["fonts"]
+
+
+def test_no_page_of_the_book_loads_a_script_or_style_from_another_origin(book):
+    """The built book is read offline: every <script src> and <link href> a page loads (scripts,
+    style sheets, fonts, preloads) is a file of the book itself. Links a reader follows
+    (<a href>) may go anywhere."""
+    from html.parser import HTMLParser
+
+    class Loads(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.urls = []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "script" and a.get("src"):
+                self.urls.append(a["src"])
+            elif tag == "link" and a.get("href") and a.get("rel") != "canonical":
+                self.urls.append(a["href"])
+
+    pages = sorted(book.rglob("*.html"))
+    assert len(pages) >= 10
+    remote = {}
+    for page in pages:
+        parser = Loads()
+        parser.feed(page.read_text(encoding="utf-8"))
+        far = [u for u in parser.urls if "://" in u or u.startswith("//")]
+        if far:
+            remote[str(page.relative_to(book))] = far
+    assert not remote, remote

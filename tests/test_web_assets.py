@@ -1,8 +1,10 @@
-"""The in-browser page's JavaScript packages: pinned, verified against their hashes, cached.
+"""The book's JavaScript packages (the in-browser page's, and MathJax for every formula): pinned,
+verified against their hashes, cached.
 
 ``book/_ext/web_assets.py`` is the book's build step (no Node needed); these tests run it on
 tarballs made here, and (marked ``network``) compare the lock file with what the npm registry
-publishes for each pinned version.
+publishes for each pinned version. ``book/_ext/offline_math.py`` puts MathJax where
+``_config.yml``'s ``mathjax_path`` says.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "book" / "_ext"))
+import offline_math  # noqa: E402
 import web_assets  # noqa: E402
 
 sys.path.remove(str(ROOT / "book" / "_ext"))
@@ -54,14 +57,117 @@ def fake_package(tmp_path, monkeypatch):
     return pkg, cached
 
 
+@pytest.fixture
+def two_packages(tmp_path, monkeypatch):
+    """A 'demo' package with one file and a 'math' package with a file and a folder (a tree)."""
+    monkeypatch.setenv("FKP_CACHE_DIR", str(tmp_path / "cache"))
+    web_assets.cache_dir().mkdir(parents=True)
+    demo = {"name": "demo-lib", "version": "1.0.0", "used_by": "demo"}
+    demo["integrity"] = _tarball(
+        web_assets.cache_dir() / web_assets.tarball_name(demo), {"package/lib.js": b"1;"}
+    )
+    demo["files"] = {"package/lib.js": "lib/lib.js"}
+    math = {"name": "mathlib", "version": "3.0.0", "used_by": "math"}
+    math["integrity"] = _tarball(
+        web_assets.cache_dir() / web_assets.tarball_name(math),
+        {
+            "package/es5/tex.js": b"typeset();",
+            "package/es5/fonts/a.woff": b"AAAA",
+            "package/es5/fonts/sub/b.woff": b"BB",
+            "package/es5/other.js": b"not copied",
+        },
+    )
+    math["files"] = {"package/es5/tex.js": "mathlib/tex.js"}
+    math["trees"] = {"package/es5/fonts/": "mathlib/fonts/"}
+    lock = tmp_path / "lock.json"
+    lock.write_text(json.dumps({"packages": [demo, math]}))
+    monkeypatch.setattr(web_assets, "LOCK", lock)
+    return demo, math
+
+
 def test_the_lock_pins_exact_versions_with_sha512_hashes():
     packages = web_assets.packages()
-    assert {p["name"] for p in packages} == {"onnxruntime-web", "@techstark/opencv-js"}
+    assert {p["name"] for p in packages} == {"onnxruntime-web", "@techstark/opencv-js", "mathjax"}
     for p in packages:
         assert p["version"][0].isdigit() and not set(p["version"]) & set("^~*<>= "), p
         algo, b64 = p["integrity"].split("-", 1)
         assert algo == "sha512" and len(base64.b64decode(b64)) == 64
         assert p["files"] and all(m.startswith("package/") for m in p["files"])
+        assert p["used_by"] in ("demo", "math"), p["name"]
+        for prefix, target in p.get("trees", {}).items():
+            assert prefix.startswith("package/") and prefix.endswith("/") and target.endswith("/")
+
+
+def test_install_copies_only_the_packages_used_by_and_whole_trees(two_packages, tmp_path):
+    copied = web_assets.install(tmp_path / "math", used_by="math")
+    assert copied == {
+        "mathlib/tex.js": 10,
+        "mathlib/fonts/a.woff": 4,
+        "mathlib/fonts/sub/b.woff": 2,
+    }
+    assert (tmp_path / "math/mathlib/fonts/sub/b.woff").read_bytes() == b"BB"
+    assert (
+        not (tmp_path / "math/lib").exists() and not (tmp_path / "math/mathlib/other.js").exists()
+    )
+    assert web_assets.install(tmp_path / "demo", used_by="demo") == {"lib/lib.js": 2}
+    assert len(web_assets.install(tmp_path / "all")) == 4  # used_by None: every package
+    with pytest.raises(
+        web_assets.WebAssetError, match="no package in lock.json is used by 'demoo'"
+    ):
+        web_assets.install(tmp_path / "x", used_by="demoo")
+
+
+def test_an_empty_tree_and_a_target_outside_the_folder_are_refused(two_packages, tmp_path):
+    demo, math = two_packages
+    math["trees"] = {"package/es5/font/": "mathlib/fonts/"}  # a typo: matches nothing
+    web_assets.LOCK.write_text(json.dumps({"packages": [demo, math]}))
+    with pytest.raises(
+        web_assets.WebAssetError, match="mathlib@3.0.0: no files under package/es5/font/"
+    ):
+        web_assets.install(tmp_path / "out", used_by="math")
+    math["trees"] = {"package/es5/fonts/": "../../escaped/"}
+    web_assets.LOCK.write_text(json.dumps({"packages": [demo, math]}))
+    with pytest.raises(
+        web_assets.WebAssetError, match="outside the folder: '../../escaped/a.woff'"
+    ):
+        web_assets.install(tmp_path / "out", used_by="math")
+    assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "escaped").exists()
+
+
+def test_the_books_mathjax_path_is_a_file_the_lock_installs():
+    """``_config.yml`` points Sphinx at MathJax inside the built book (no CDN), and the lock's
+    ``math`` package provides exactly that file."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    path = config["sphinx"]["config"]["mathjax_path"]
+    assert offline_math.is_local(path), path
+    assert "offline_math" in config["sphinx"]["local_extensions"]
+    (mathjax,) = [p for p in web_assets.packages() if p["used_by"] == "math"]
+    assert path in {f"{offline_math.VENDOR}/{t}" for t in mathjax["files"].values()}
+    assert any("output/chtml/" in t for t in mathjax["trees"].values())  # its web fonts
+
+
+@pytest.mark.parametrize(
+    "path, local",
+    [
+        ("vendor/mathjax/tex-mml-chtml.js", True),
+        ("https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js", False),
+        ("//cdn.example.org/tex.js", False),
+        ("file:///opt/mathjax/tex.js", False),
+    ],
+)
+def test_only_a_relative_mathjax_path_is_copied_into_the_book(path, local):
+    assert offline_math.is_local(path) is local
+
+
+def test_install_mathjax_names_a_path_the_packages_lack(two_packages, tmp_path):
+    from sphinx.errors import ExtensionError
+
+    files = offline_math.install_mathjax(tmp_path / "_static", "vendor/mathlib/tex.js")
+    assert (tmp_path / "_static/vendor/mathlib/fonts/a.woff").is_file() and len(files) == 3
+    with pytest.raises(ExtensionError, match="'vendor/mathlib/tex-chtml.js' is not a file"):
+        offline_math.install_mathjax(tmp_path / "_static", "vendor/mathlib/tex-chtml.js")
 
 
 def test_install_copies_the_listed_files_from_a_verified_tarball(fake_package, tmp_path):

@@ -57,7 +57,7 @@ def build_demo(out: Path, model: str | None = None) -> dict[str, int]:
     for f in PAGE_FILES.iterdir():
         if f.suffix in (".js", ".css"):
             shutil.copyfile(f, out / f.name)
-    web_assets.install(out / "vendor")
+    web_assets.install(out / "vendor", used_by="demo")
     for name in ("haarcascade_frontalface_default.xml", "haarcascade_frontalface_alt2.xml"):
         shutil.copyfile(Path(cv2.data.haarcascades) / name, out / name)
     Image.fromarray(skdata.astronaut()).save(out / "astronaut.png")

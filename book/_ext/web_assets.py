@@ -1,15 +1,18 @@
-"""Fetch, verify and copy the JavaScript packages of the in-browser demo (no Node needed).
+"""Fetch, verify and copy the book's JavaScript packages (no Node needed).
 
 Each package in ``web-assets.lock.json`` (beside this file) is an npm tarball pinned by version
 and by the ``sha512`` integrity hash that the npm registry publishes for it. A tarball is
 downloaded once into ``<cache dir>/web/npm`` (``$FKP_CACHE_DIR``, default ``~/.cache/fkp``),
 checked against its hash every time it is used (a mismatch is an error, never a warning), and the
-listed files are copied out of it. Once the cache holds them, the build works offline.
+listed files (``files``: member -> target) and folders (``trees``: every file under a member
+prefix -> a target prefix) are copied out of it. Once the cache holds them, the build works
+offline, and so does the built book. ``used_by`` says which step installs a package: ``demo``
+(the in-browser page, :mod:`fkp_demo`) or ``math`` (MathJax for every page, :mod:`offline_math`).
 
 The registry is the one npm uses here: ``$NPM_CONFIG_REGISTRY`` (or ``$FKP_NPM_REGISTRY``),
 else ``npm config get registry``, else a ``registry=`` line of ``~/.npmrc``.
 
-    python book/_ext/web_assets.py DIR      # fetch (or reuse) and copy into DIR
+    python book/_ext/web_assets.py DIR [USED_BY]   # fetch (or reuse) and copy into DIR
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def registry() -> str:
             if key.strip() == "registry" and value.strip().startswith("http"):
                 return value.strip().rstrip("/")
     raise WebAssetError(
-        "cannot tell which npm registry to fetch the demo's JavaScript packages from: install npm "
+        "cannot tell which npm registry to fetch the book's JavaScript packages from: install npm "
         "or set NPM_CONFIG_REGISTRY to the registry's URL"
     )
 
@@ -109,8 +112,8 @@ def fetch(pkg: dict) -> Path:
         except OSError as e:
             tmp.unlink(missing_ok=True)
             raise WebAssetError(
-                f"{pkg['name']}@{pkg['version']}: cannot download it ({e}); the demo page needs "
-                f"it once, then it is cached in {path.parent}"
+                f"{pkg['name']}@{pkg['version']}: cannot download it ({e}); the book's build "
+                f"needs it once, then it is cached in {path.parent}"
             ) from e
         except WebAssetError:
             tmp.unlink(missing_ok=True)
@@ -124,29 +127,51 @@ def packages() -> list[dict]:
     return json.loads(LOCK.read_text())["packages"]
 
 
-def install(out_dir: str | os.PathLike) -> dict[str, int]:
-    """Copy every locked file into ``out_dir``; returns ``{relative path: bytes}``."""
+def _members(tar: tarfile.TarFile, pkg: dict) -> list[tuple[tarfile.TarInfo, str]]:
+    """``(member, target)`` for every file the lock lists for ``pkg``, in the tarball's order."""
+    where = f"{pkg['name']}@{pkg['version']}"
+    out = []
+    for member, target in pkg.get("files", {}).items():
+        try:
+            info = tar.getmember(member)
+        except KeyError:
+            info = None
+        if info is None or not info.isfile():
+            raise WebAssetError(f"{where}: no file {member}")
+        out.append((info, target))
+    for prefix, target in pkg.get("trees", {}).items():
+        found = [i for i in tar.getmembers() if i.isfile() and i.name.startswith(prefix)]
+        if not found:
+            raise WebAssetError(f"{where}: no files under {prefix}")
+        out += [(i, target + i.name[len(prefix) :]) for i in found]
+    for _, target in out:
+        parts = Path(target).parts
+        if Path(target).is_absolute() or ".." in parts or not parts:
+            raise WebAssetError(f"{where}: refusing to write outside the folder: {target!r}")
+    return out
+
+
+def install(out_dir: str | os.PathLike, used_by: str | None = None) -> dict[str, int]:
+    """Copy every locked file of the packages ``used_by`` (``demo``, ``math``; None: all) into
+    ``out_dir``; returns ``{relative path: bytes}``."""
     out_dir = Path(out_dir)
     copied = {}
-    for pkg in packages():
+    chosen = [p for p in packages() if used_by is None or p.get("used_by") == used_by]
+    if not chosen:
+        raise WebAssetError(f"no package in {LOCK.name} is used by {used_by!r}")
+    for pkg in chosen:
         with tarfile.open(fetch(pkg), "r:gz") as tar:
-            for member, target in pkg["files"].items():
-                try:
-                    f = tar.extractfile(member)
-                except KeyError:
-                    f = None
-                if f is None:
-                    raise WebAssetError(f"{pkg['name']}@{pkg['version']}: no file {member}")
+            for info, target in _members(tar, pkg):
                 dest = out_dir / target
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                with open(dest, "wb") as g:
+                with tar.extractfile(info) as f, open(dest, "wb") as g:
                     shutil.copyfileobj(f, g)
                 copied[target] = dest.stat().st_size
     return copied
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
-    for name, size in install(sys.argv[1]).items():
+    for name, size in install(*sys.argv[1:]).items():
         print(f"{size / 1e6:8.2f} MB  {name}")
