@@ -384,28 +384,33 @@ def test_the_page_shows_what_it_downloaded(site, browser, book):
 MATH_PAGE = "book/conventions.html"
 MATH_PROBE = r"""(() => {
   const maths = [...document.querySelectorAll('.math')];
-  if (!maths.length || !maths.every(m => m.querySelector('mjx-container'))) return null;
   const raw = maths.filter(m => [...m.childNodes].some(
     c => c.nodeType === Node.TEXT_NODE && /\\[(\[]/.test(c.textContent))).length;
+  const fonts = [...document.fonts].filter(f => f.status === 'loaded').map(f => f.family);
+  const typeset = maths.length > 0 && maths.every(m => m.querySelector('mjx-container'));
   return {
-    href: document.location.href, n: maths.length, raw,
+    href: document.location.href, n: maths.length, raw, typeset,
+    // MathJax's web fonts load after it has typeset: wait for them as well
+    ready: typeset && document.fonts.status === 'loaded' && fonts.includes('MJXTEX'),
     scripts: [...document.scripts].map(s => s.src).filter(s => s.includes('mathjax')),
     resources: performance.getEntriesByType('resource').map(e => e.name),
-    fonts: [...document.fonts].filter(f => f.status === 'loaded').map(f => f.family),
+    fonts,
   };
 })()"""
 
 
 def _typeset(browser: Browser, url: str, timeout: float = 60) -> dict:
-    """Open ``url`` and wait until every ``.math`` element holds MathJax's output."""
+    """Open ``url`` and wait until every ``.math`` element holds MathJax's output and MathJax's
+    main font has loaded."""
     browser.call("Page.navigate", url=url)
     deadline = time.monotonic() + timeout
+    got = None
     while time.monotonic() < deadline:
         got = browser.evaluate(MATH_PROBE)
-        if got and got["href"] == url:
+        if got and got["href"] == url and got["ready"]:
             return got
         time.sleep(0.2)
-    raise TimeoutError(f"{url}: formulas not typeset in {timeout} s; {browser.console[-5:]}")
+    raise TimeoutError(f"{url}: formulas not typeset in {timeout} s: {got}; {browser.console[-5:]}")
 
 
 def test_formulas_are_typeset_by_the_books_own_mathjax(site, browser, shots):
