@@ -160,15 +160,30 @@ class Browser:
             " return {text: e.textContent, data: Object.assign({}, e.dataset),"
             " status: document.getElementById('fkp-status').textContent}; })()"
         )
+        got = self.wait_for(
+            probe,
+            timeout=timeout,
+            why=lambda: (
+                f"{url}: no result; status "
+                + repr(self.evaluate("document.getElementById('fkp-status')?.textContent"))
+            ),
+        )
+        got["result"] = json.loads(got["text"]) if until == "done" else None
+        return got
+
+    def wait_for(self, expression: str, ok=bool, timeout: float = 60, why=None):
+        """Evaluate ``expression`` in the page every 0.2 s until ``ok(value)`` holds; return the
+        value. After ``timeout`` seconds: a TimeoutError with the last value, ``why()`` (what else
+        the page shows, read then) and the page's console."""
         deadline = time.monotonic() + timeout
+        value = None
         while time.monotonic() < deadline:
-            got = self.evaluate(probe)
-            if got:
-                got["result"] = json.loads(got["text"]) if until == "done" else None
-                return got
+            value = self.evaluate(expression)
+            if ok(value):
+                return value
             time.sleep(0.2)
-        status = self.evaluate("document.getElementById('fkp-status')?.textContent")
-        raise TimeoutError(f"{url}: no result in {timeout} s; status {status!r}; {self.console}")
+        more = f"{why()}; " if why else ""
+        raise TimeoutError(f"{more}not ready in {timeout} s: last {value!r}; {self.console[-5:]}")
 
     def screenshot(self, path: Path) -> Path:
         self.call(
@@ -350,13 +365,9 @@ def test_a_webcam_that_cannot_start_says_why(site, browser):
     """Headless Chromium has no camera and grants none: the page must say so, not hang."""
     browser.run_page(f"{site}/{PAGE}", until="ready")  # no ?image=: it waits for the reader
     browser.evaluate("document.getElementById('fkp-webcam').click()")
-    deadline = time.monotonic() + 60
-    status = None
-    while time.monotonic() < deadline:
-        status = browser.evaluate("document.getElementById('fkp-result').dataset.status")
-        if status == "done":
-            break
-        time.sleep(0.2)
+    status = browser.wait_for(
+        "document.getElementById('fkp-result').dataset.status", lambda v: v == "done"
+    )
     assert status == "done"
     error = json.loads(browser.evaluate("document.getElementById('fkp-result').textContent"))
     assert "webcam" in error["error"].lower()
@@ -403,14 +414,12 @@ def _typeset(browser: Browser, url: str, timeout: float = 60) -> dict:
     """Open ``url`` and wait until every ``.math`` element holds MathJax's output and MathJax's
     main font has loaded."""
     browser.call("Page.navigate", url=url)
-    deadline = time.monotonic() + timeout
-    got = None
-    while time.monotonic() < deadline:
-        got = browser.evaluate(MATH_PROBE)
-        if got and got["href"] == url and got["ready"]:
-            return got
-        time.sleep(0.2)
-    raise TimeoutError(f"{url}: formulas not typeset in {timeout} s: {got}; {browser.console[-5:]}")
+    return browser.wait_for(
+        MATH_PROBE,
+        lambda got: bool(got) and got["href"] == url and got["ready"],
+        timeout,
+        why=lambda: f"{url}: formulas not typeset",
+    )
 
 
 def test_formulas_are_typeset_by_the_books_own_mathjax(site, browser, shots):
