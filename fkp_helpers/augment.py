@@ -853,6 +853,12 @@ def augmented_dataset(
     (validation). ``repeat=True`` loops forever (pass ``steps_per_epoch`` to ``fit``), reshuffling
     every pass. Each batch gets its own stateless seed from a seeded stream, so two datasets built
     with the same seed give the same batches, epoch after epoch.
+
+    tf.data's autotuner is off: each ``map`` runs as many calls at once as there are cores (at
+    most 16) and ``prefetch`` grows its buffer while the consumer waits. With it on, deleting
+    the iterator at the end of a long ``fit`` waited for the autotuner's next round, which comes
+    up to a minute apart late in a run: time after the last epoch that no budget could see
+    (58 s in one chapter 5 build).
     """
     tf = _tf()
     img = np.asarray(images)
@@ -877,7 +883,9 @@ def augmented_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-    return ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def pipeline_throughput(

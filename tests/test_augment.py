@@ -478,6 +478,16 @@ def test_dataset_pipeline_repeats_exactly_and_changes_every_epoch():
     assert not np.array_equal(first[0][0][0], first[1][0][0]), "epochs got the same draws"
 
 
+def test_dataset_pipeline_runs_without_the_autotuner():
+    # with tf.data's autotuner on, the iterator that fit deletes at its end waited for the
+    # autotuner's next round (up to a minute late in a run, outside any budget)
+    images, kp = random_batch(1, n=8)
+    for config in (STRONG, None):
+        ds = A.augmented_dataset(images, kp, config, batch_size=4, repeat=True)
+        assert ds.options().autotune.enabled is False
+        assert ds.element_spec[0].shape.as_list() == [None, 96, 96, 1]
+
+
 def test_none_config_changes_nothing():
     images, kp = random_batch(2)
     img, out = A.augment_batch(images, kp, A.AugmentConfig.none(), np.random.default_rng(0))

@@ -8,7 +8,7 @@ the keypoints the page writes into ``#fkp-result`` agree with :func:`fkp_helpers
 (what ``fkp predict`` runs) on the same photo and the same network in float32 (what the page runs)
 within 0.25 px per point, in the original photo's pixels. The formulas of the conventions page are
 typeset by the MathJax copied into the built book (``book/_ext/offline_math.py``), served and from
-``file://``, with nothing loaded from another origin.
+``file://``, with nothing loaded from another origin; no page shows a library's warning.
 
 Runs when ``$FKP_BOOK_HTML`` is set. Without Chromium it is skipped with a message, except under
 CI (``CI=true``), where a missing browser or a missing built book fails. To run it by hand::
@@ -27,6 +27,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -474,3 +475,16 @@ def test_no_page_of_the_book_loads_a_script_or_style_from_another_origin(book):
         if far:
             remote[str(page.relative_to(book))] = far
     assert not remote, remote
+
+
+def test_no_page_of_the_book_shows_a_warning_from_its_code(book):
+    """A learner reads the cells' outputs: none of them is a library's warning (the build keeps
+    stderr off the pages, but a logger can still print to the page, as TensorFlow's retracing
+    warning did in chapter 7's export cell)."""
+    warning = re.compile(r"WARNING:(?:tensorflow|absl|root):|\b[A-Z]\w*Warning: ")
+    shown = {}
+    for page in sorted(book.rglob("*.html")):
+        found = warning.findall(page.read_text(encoding="utf-8"))
+        if found:
+            shown[str(page.relative_to(book))] = found
+    assert not shown, shown
