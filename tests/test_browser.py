@@ -222,6 +222,15 @@ def book() -> Path:
     return html
 
 
+@functools.cache
+def book_pages(book: Path) -> dict[str, str]:
+    """Every HTML page of the built book: its path under ``book`` -> its text (read once)."""
+    return {
+        str(page.relative_to(book)): page.read_text(encoding="utf-8")
+        for page in sorted(book.rglob("*.html"))
+    }
+
+
 @pytest.fixture(scope="module")
 def model(book):
     """The Keras model the page's ONNX file was exported from (recorded by the build)."""
@@ -465,15 +474,15 @@ def test_no_page_of_the_book_loads_a_script_or_style_from_another_origin(book):
             elif tag == "link" and a.get("href") and a.get("rel") != "canonical":
                 self.urls.append(a["href"])
 
-    pages = sorted(book.rglob("*.html"))
+    pages = book_pages(book)
     assert len(pages) >= 10
     remote = {}
-    for page in pages:
+    for name, html in pages.items():
         parser = Loads()
-        parser.feed(page.read_text(encoding="utf-8"))
+        parser.feed(html)
         far = [u for u in parser.urls if "://" in u or u.startswith("//")]
         if far:
-            remote[str(page.relative_to(book))] = far
+            remote[name] = far
     assert not remote, remote
 
 
@@ -482,9 +491,6 @@ def test_no_page_of_the_book_shows_a_warning_from_its_code(book):
     stderr off the pages, but a logger can still print to the page, as TensorFlow's retracing
     warning did in chapter 7's export cell)."""
     warning = re.compile(r"WARNING:(?:tensorflow|absl|root):|\b[A-Z]\w*Warning: ")
-    shown = {}
-    for page in sorted(book.rglob("*.html")):
-        found = warning.findall(page.read_text(encoding="utf-8"))
-        if found:
-            shown[str(page.relative_to(book))] = found
+    shown = {name: warning.findall(html) for name, html in book_pages(book).items()}
+    shown = {name: found for name, found in shown.items() if found}
     assert not shown, shown
