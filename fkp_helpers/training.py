@@ -50,7 +50,7 @@ class Profile:
     epochs: int
     batch_size: int = 32
     learning_rate: float = 2e-3  # the peak, reached after the warm-up
-    weight_decay: float = 1e-4  # AdamW: w -= learning_rate * weight_decay * w each step
+    weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     widths: tuple[int, int, int, int] = (32, 64, 128, 256)
     max_train_rows: int | None = None  # a subset, for the quick profile
