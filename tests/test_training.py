@@ -1,5 +1,6 @@
 """Splits, the training loop, saved runs and the command line, at the quick profile."""
 
+import hashlib
 import json
 import os
 
@@ -307,6 +308,24 @@ def test_saved_run_is_reused_for_the_same_settings(tmp_path, monkeypatch):
     assert again["val_rmse"] == first["val_rmse"]
     experiments.saved_run("t", {"seed": 2}, fit)
     assert len(calls) == 2
+
+
+def test_data_fingerprint_follows_the_bytes_not_the_path(tmp_path):
+    """A saved run survives its data being moved or downloaded again, not being changed."""
+    content = b"left_eye_center_x,Image\n66.0,1 2 3\n"
+    first, moved = tmp_path / "data" / "training.csv", tmp_path / "elsewhere" / "training.csv"
+    for path in (first, moved):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    stamp = first.stat().st_mtime_ns
+    os.utime(moved, ns=(stamp, stamp + 10**9))  # a later download of the same bytes
+    expected = "sha256:" + hashlib.sha256(content).hexdigest()
+    assert experiments.data_fingerprint(first) == experiments.data_fingerprint(moved) == expected
+    moved.write_bytes(content.replace(b"66.0", b"66.5"))  # same size, one value changed
+    os.utime(moved, ns=(stamp, stamp + 2 * 10**9))
+    assert experiments.data_fingerprint(moved) != expected
+    keys = {experiments.run_key({"data": experiments.data_fingerprint(p)}) for p in (first, moved)}
+    assert len(keys) == 2
 
 
 @pytest.mark.parametrize("name", experiments.STRATEGY_NAMES)
