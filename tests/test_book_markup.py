@@ -16,7 +16,11 @@ SOURCES = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "book").
 
 # {glue}`key`, {glue:text}`key:.3f`, {glue:figure} is a directive and not matched here.
 ROLE = re.compile(r"\{glue(?::(?:text|any|md|math))?\}")
-WELL_FORMED = re.compile(r"`[A-Za-z_][A-Za-z0-9_]*(?::[^`\s{}]*)?`")
+# a key, or another page's key (path::key, which then needs a format: myst-nb splits at the
+# last colon), then an optional format
+WELL_FORMED = re.compile(
+    r"`(?:[A-Za-z_][A-Za-z0-9_]*(?::[^`\s{}:]*)?|[^`\s:]+\.ipynb::[A-Za-z_][A-Za-z0-9_]*:[^`\s{}:]+)`"
+)
 
 
 def _markdown(path):
@@ -44,6 +48,9 @@ def test_every_glue_role_names_a_key_between_two_backticks(path):
 def test_the_check_catches_a_missing_backtick():
     assert _bad_roles("one look gives {glue:text}`val:.3f} px and {glue:text}`b:.3f` px")
     assert not _bad_roles("gives {glue:text}`val:.3f` px and {glue}`n` faces")
+    page = "/notebooks/05-training.ipynb"
+    assert not _bad_roles(f"{{glue:text}}`{page}::epochs:d` epochs")
+    assert _bad_roles(f"{{glue:text}}`{page}::epochs` epochs")  # no format: key read as 'epochs'
 
 
 # Decimals a chapter may type: geometry of the frame and settings of the code, not measurements.
