@@ -28,6 +28,7 @@ from fkp_helpers.training import (
     chosen_look,
     predict_as_chosen,
     predict_keypoints,
+    profile_rows,
     self_train,
     train_model,
 )
@@ -58,8 +59,9 @@ The full profile's widths, 24-48-96-192 (about 1.7M parameters), are three quart
 network's default 32-256 (3.0M): at the same budget a 2-core CPU trains 1.5-1.6 times the
 epochs, and it scored lower validation RMSE on two splits of the stand-in on a float32-only
 CPU, and again on the course's split on a 2-core CPU with native bfloat16, which trains either
-network nearly three times as many epochs (``make bench-recipes`` with
-``FKP_RECIPE_ROWS="full-profile widths"`` measures the choice on the data in force)."""
+network nearly three times as many epochs (``FKP_RECIPE_MINUTES=18
+FKP_RECIPE_WIDTHS=32,64,128,256 FKP_RECIPE_ROWS="full-profile widths" make bench-recipes``
+measures the choice on the data in force, at the full profile's budget)."""
 
 
 def resolve_profile(
@@ -84,8 +86,9 @@ def resolve_profile(
 REFERENCE_LOSS = "l1"
 """The reference model's loss, a name of :data:`fkp_helpers.models.LOSSES`: the masked absolute
 error (L1). Chapter 5 teaches and compares recipes with the masked squared error; at the full
-profile's budget L1 scored lower validation RMSE on two splits (``make bench-recipes`` with
-``FKP_RECIPE_ROWS="squared-error loss"`` measures it on the data in force)."""
+profile's budget L1 scored lower validation RMSE on two splits (``FKP_RECIPE_MINUTES=18
+FKP_RECIPE_WIDTHS=24,48,96,192 FKP_RECIPE_ROWS="squared-error loss" make bench-recipes``
+measures it on the data in force, at the full profile's budget and widths)."""
 
 
 GPU_BATCH_PER_DEVICE = 128
@@ -228,8 +231,10 @@ TRAINING_SOURCES = (
     "splits.py",
     "seeding.py",
     "precision.py",
+    "photo.py",
 )
-"""The package's files whose change invalidates saved runs."""
+"""The package's files whose change invalidates saved runs (``photo.py``: every run measures
+and chooses the second look, :func:`fkp_helpers.photo.look_again`)."""
 
 
 def code_fingerprint() -> str:
@@ -616,13 +621,15 @@ def compare_recipes(
 
     The table has one row per recipe: its description, validation RMSE with and without
     test-time flip averaging, the ratio to the mean-shape baseline (the mean of the true training
-    labels, scored on the validation faces), training rows and seconds; plus the mean shape.
+    labels, scored on the validation faces that the runs score: all of them, or the quick
+    profile's subset, :func:`~fkp_helpers.training.profile_rows`), training rows and seconds;
+    plus the mean shape.
     """
     import pandas as pd
 
     profile = profile or comparison_profile()
     names = list(COMPARISONS) if names is None else list(names)
-    y_val = training.keypoints[split[1]]
+    y_val = training.keypoints[profile_rows(split[1], PROFILES[profile].max_val_rows, seed)]
     base = masked_rmse(
         y_val, np.broadcast_to(mean_shape(training.keypoints[split[0]]), y_val.shape)
     )

@@ -6,7 +6,9 @@ comparison recipes, the command-line entry points) lives in :mod:`fkp_helpers.ex
 
 Images are uint8 ``(N, 96, 96)``; keypoints float32 ``(N, 30)`` pixels with NaN for missing
 labels (the masked loss skips them). Every run is measured on the validation rows (which choose
-the best epoch and flip averaging) and, when given, on test rows that no choice reads.
+the best epoch and the way of predicting: one look, flip-averaged or the second look, with or
+without the label offset; :func:`choose_looks`) and, when given, on test rows that no choice
+reads.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from fkp_helpers.keypoints import (
 )
 from fkp_helpers.keypoints import per_keypoint_rmse as _per_keypoint_rmse
 from fkp_helpers.missing import fill_from_predictions
-from fkp_helpers.seeding import DEFAULT_SEED, seed_everything
+from fkp_helpers.seeding import DEFAULT_SEED, rng, seed_everything
 
 # ---------------------------------------------------------------------------------------------
 # Settings
@@ -56,6 +58,17 @@ class Profile:
     max_train_rows: int | None = None  # a subset, for the quick profile
     max_val_rows: int | None = None
     minutes: float | None = None  # a wall-time budget: the schedule is fitted to it, see below
+
+
+def profile_rows(idx, max_rows: int | None, seed: int = DEFAULT_SEED) -> np.ndarray:
+    """The rows ``idx`` a run uses: all of them, or (the quick profile's ``max_train_rows`` and
+    ``max_val_rows``) ``max_rows`` of them, sorted, drawn by a generator of ``seed`` alone. So
+    every run with the same rows and seed measures the same faces, whatever its training rows,
+    and a table can score its mean-shape baseline on those faces too."""
+    idx = np.asarray(idx)
+    if not max_rows or len(idx) <= max_rows:
+        return idx
+    return np.sort(rng(seed).choice(idx, max_rows, replace=False))
 
 
 def training_augment_config() -> augment.AugmentConfig:
@@ -578,15 +591,12 @@ def train_model(
         from fkp_helpers.seeding import enable_op_determinism
 
         enable_op_determinism()
-    rng = seed_everything(seed)
+    seed_everything(seed)
     prec = set_global_precision_policy(precision)
-    train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
-    if profile.max_train_rows and len(train_idx) > profile.max_train_rows:
-        train_idx = np.sort(rng.choice(train_idx, profile.max_train_rows, replace=False))
-    if profile.max_val_rows and len(val_idx) > profile.max_val_rows:
-        val_idx = np.sort(rng.choice(val_idx, profile.max_val_rows, replace=False))
-    if test_idx is not None and profile.max_val_rows and len(test_idx) > profile.max_val_rows:
-        test_idx = np.sort(rng.choice(test_idx, profile.max_val_rows, replace=False))
+    train_idx = profile_rows(train_idx, profile.max_train_rows, seed)
+    val_idx = profile_rows(val_idx, profile.max_val_rows, seed)
+    if test_idx is not None:
+        test_idx = profile_rows(test_idx, profile.max_val_rows, seed)
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ValueError(
             f"training needs rows on both sides: {len(train_idx)} train, {len(val_idx)} validation"

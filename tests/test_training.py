@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -800,3 +801,47 @@ def test_the_second_look_changes_only_the_faces_beyond_the_range():
     np.testing.assert_array_equal(out[0], first[0])
     symmetric = (mean + keypoints.flip_keypoints(mean)) / 2
     np.testing.assert_allclose(out[1], tilt(symmetric), atol=1e-3)
+
+
+# Package files that training.py and experiments.py import but that cannot change a saved run's
+# numbers: figures only, and synthetic data that reach a run as a file fingerprinted by its bytes.
+NOT_RUN_CODE = {"viz.py": "figures only", "synthetic.py": "its data are hashed as a file"}
+
+
+def _package_imports(module: str) -> set[str]:
+    import ast
+
+    tree = ast.parse((Path(experiments.__file__).parent / module).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "fkp_helpers":
+            found |= {f"{alias.name}.py" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fkp_helpers."):
+            found.add(node.module.split(".")[1] + ".py")
+    return found
+
+
+def test_every_module_a_run_imports_is_in_its_code_fingerprint():
+    """A saved run is reused while its code is unchanged, so every package file that training
+    and the saved-run bookkeeping import (directly or not) must be in TRAINING_SOURCES."""
+    reached, todo = set(), ["training.py", "experiments.py"]
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo += sorted(_package_imports(module))
+    missing = reached - set(experiments.TRAINING_SOURCES) - set(NOT_RUN_CODE)
+    assert not missing, f"saved runs would not notice changes to {sorted(missing)}"
+    assert "photo.py" in reached  # the second look, which every run measures
+
+
+def test_the_quick_profile_draws_the_same_faces_from_the_seed_alone():
+    """Every quick run on the same validation rows and seed scores the same subset (whatever its
+    training rows), so a table's mean-shape baseline can be scored on those faces too."""
+    val = np.arange(100, 400)
+    drawn = training.profile_rows(val, 128, seed=7)
+    assert len(drawn) == 128 and np.all(np.diff(drawn) > 0) and np.isin(drawn, val).all()
+    np.testing.assert_array_equal(drawn, training.profile_rows(val, 128, seed=7))
+    assert not np.array_equal(drawn, training.profile_rows(val, 128, seed=8))
+    np.testing.assert_array_equal(training.profile_rows(val, None, seed=7), val)
+    np.testing.assert_array_equal(training.profile_rows(val, 300, seed=7), val)
