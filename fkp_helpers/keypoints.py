@@ -71,7 +71,8 @@ CORE_KEYPOINTS: tuple[str, ...] = (
     "nose_tip",
     "mouth_center_bottom_lip",
 )
-"""The 4 keypoints labelled on (almost) every row; about 70% of rows carry only these."""
+"""The 4 keypoints labelled on (almost) every row; about two thirds of Kaggle's rows (4,755 of
+7,049) carry only these."""
 
 CORE_INDICES: tuple[int, ...] = tuple(KEYPOINT_NAMES.index(n) for n in CORE_KEYPOINTS)
 CORE_COLUMNS: np.ndarray = np.array([2 * k + a for k in CORE_INDICES for a in (0, 1)])

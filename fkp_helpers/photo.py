@@ -35,6 +35,8 @@ from fkp_helpers import data as fdata
 from fkp_helpers.keypoints import (  # noqa: F401  (the affine maps live there)
     KAGGLE_MEANS,
     apply_affine,
+    eye_centres,
+    eye_distance,
     flip_keypoints,
     invert_affine,
 )
@@ -654,12 +656,11 @@ def haar_placement(
             "frame_size": fdata.IMAGE_SIZE / size,
         }
         if keypoints is not None:
-            k = np.asarray(keypoints[i], np.float64)
-            le, re = k[0:2], k[2:4]
+            le, re = eye_centres(keypoints[i])
             mid = (le + re) / 2
             row["eyes_x"] = (mid[0] - left) / size
             row["eyes_y"] = (mid[1] - top) / size
-            row["iod"] = float(np.hypot(*(le - re))) / size
+            row["iod"] = float(eye_distance(keypoints[i])) / size
         rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs["found"] = {"none": int(counts[0]), "one": int(counts[1]), "more": int(counts[2])}

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from fkp_helpers.keypoints import KAGGLE_MEANS, eye_centres
+from fkp_helpers.keypoints import (
+    KAGGLE_MEANS,
+    LEFT_EYE,
+    RIGHT_EYE,
+    as_points,
+    eye_centres,
+    eye_distance,
+    head_tilt_deg,
+)
 from fkp_helpers.seeding import DEFAULT_SEED
 
 GROUP_THRESHOLD = 0.85
@@ -32,13 +40,15 @@ def eye_aligned_thumbnails(images: np.ndarray, keypoints: np.ndarray, size: int 
     correlation. Faces without both eye labels use Kaggle's mean eye positions.
     """
     img = images.astype(np.float32)
-    le, re = eye_centres(keypoints)
-    ok = ~(np.isnan(le).any(1) | np.isnan(re).any(1))
-    le = np.where(ok[:, None], le, KAGGLE_MEANS["left_eye_center"])
-    re = np.where(ok[:, None], re, KAGGLE_MEANS["right_eye_center"])
-    centre, d = (le + re) / 2, le - re
-    scale = np.hypot(d[:, 0], d[:, 1]) / (size * 0.375)
-    ang = np.arctan2(d[:, 1], d[:, 0])
+    k = np.array(keypoints, np.float64)  # a copy: missing eyes are filled in below
+    points = as_points(k)
+    missing = np.isnan(points[:, [LEFT_EYE, RIGHT_EYE]]).any(axis=(1, 2))
+    points[missing, LEFT_EYE] = KAGGLE_MEANS["left_eye_center"]
+    points[missing, RIGHT_EYE] = KAGGLE_MEANS["right_eye_center"]
+    le, re = eye_centres(k)
+    centre = (le + re) / 2
+    scale = eye_distance(k) / (size * 0.375)
+    ang = -np.radians(head_tilt_deg(k))  # the eye line's angle in image axes (y down)
     u, v = np.meshgrid(np.arange(size) - (size - 1) / 2, np.arange(size) - size * 0.375)
     u, v = u.ravel()[None], v.ravel()[None]
     c, s = np.cos(ang)[:, None], np.sin(ang)[:, None]
@@ -135,7 +145,7 @@ def three_way_split(
     """Three parts, (train_idx, val_idx, test_idx), by the same near-duplicate groups.
 
     Validation makes every choice (the best epoch, augmentation strengths, recipes, flip
-    averaging); the test part is read once, at the end, to report what a new face gets.
+    averaging, the second look); the test part is read once, at the end, to report what a new face gets.
     """
     groups = near_duplicate_groups(images, keypoints, threshold)
     fractions = (1 - val_fraction - test_fraction, val_fraction, test_fraction)
