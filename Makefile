@@ -81,7 +81,7 @@ bench: $(STAMP)
 ## make bench-recipes: recipe changes (loss, EMA, weight decay, augmentation strength, width
 ## either way, pseudo-labels, test-time augmentation, the labels' offset, an ensemble of the
 ## reference's two seeds and the error they share) on one split at one budget each
-## (FKP_RECIPE_MINUTES, default 4: about 45 minutes in all; FKP_RECIPE_ROWS="name,name" trains
+## (FKP_RECIPE_MINUTES, default 4, for each of its 13 rows: about an hour in all; FKP_RECIPE_ROWS="name,name" trains
 ## only those rows beside the reference and its second seed)
 .PHONY: bench-recipes
 bench-recipes: $(STAMP)

@@ -19,7 +19,8 @@ without augmentation (``recipes_reference_train_rmse_px``). When the shared erro
 the reference's, the error is not run-to-run variance, and averaging (an ensemble, EMA, more
 test-time views) cannot remove it.
 
-Not part of ``make bench`` (it trains for half an hour): ``make bench-recipes``.
+Not part of ``make bench`` (13 rows of ``FKP_RECIPE_MINUTES`` each: about an hour at the default
+4 minutes): ``make bench-recipes``.
 ``FKP_RECIPE_WIDTHS=24,48,96,192`` sets the base widths (default: the compare profile's).
 ``FKP_RECIPE_ROWS="weight decay 0.05,full-strength augmentation"`` trains only those rows beside
 the reference and its second seed (names as in :data:`CHANGES`); with

@@ -224,6 +224,6 @@ def apply_strategy(
         raise ValueError(
             "strategy 'separate' trains two models, not one data set: split the rows with "
             "complete_rows() (15-keypoint model) and take every row's core keypoints "
-            "(4-keypoint model); fkp_helpers.train does both (chapter 5)"
+            "(4-keypoint model); experiments.train_strategy does both (chapter 5)"
         )
     raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")

@@ -179,9 +179,9 @@ def heatmap_kl(y_true, heatmaps, stride: int = 4, sigma: float = HEATMAP_SIGMA):
 
     ``y_true``: ``(B, 2K)`` pixels, x and y per keypoint; ``heatmaps``: logits ``(B, H, W, K)``
     at ``stride`` pixels per cell. Zero exactly when the heatmap is the target. The soft-argmax
-    of the target is the label to a hundredth of a pixel when the label is at least 12 px from
-    the frame's edge; nearer, the edge cuts off part of the Gaussian and its mean moves inwards
-    (0.04 px at 10 px from the edge, 0.4 px at 6 px, with ``sigma`` = 4).
+    of the target is the label to a hundredth of a pixel when the label is at least 13 px from
+    the frame's edge (-0.5 or 95.5); nearer, the edge cuts off part of the Gaussian and its
+    mean moves inwards (0.06 px at 10 px from the edge, 0.5 px at 6 px, with ``sigma`` = 4).
     """
     logits, gx, gy = heatmap_grid(heatmaps, stride)
     log_p = ops.log_softmax(logits, axis=-1)

@@ -54,7 +54,7 @@ def test_the_check_catches_a_missing_backtick():
 
 
 # Decimals a chapter may type: geometry of the frame and settings of the code, not measurements.
-CONSTANTS = {"0.5", "-0.5", "95.5", "47.5", "1.5", "94.5", "0.85", "0.9", "0.99", "0.01"}
+CONSTANTS = {"0.5", "-0.5", "95.5", "47.5", "1.5", "0.85", "0.9", "0.99", "0.01"}
 
 
 def _typed_decimals(text):

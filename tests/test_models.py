@@ -104,9 +104,10 @@ def gaussian_logits(points, sigma=models.HEATMAP_SIGMA, size=24, stride=4):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.floats(12.0, 83.0), st.floats(12.0, 83.0))
+@given(st.floats(12.5, 82.5), st.floats(12.5, 82.5))
 def test_the_heatmap_target_is_centred_on_its_label(x, y):
-    # the soft-argmax of the target reads back the label, 12 px or more from the frame's edge
+    # the soft-argmax of the target reads back the label, 13 px or more from the frame's edges
+    # (-0.5 and 95.5)
     # (nearer, the edge cuts the Gaussian: its docstring says by how much)
     logits = gaussian_logits([(x, y)])
     out = models.SoftArgmax2D(stride=4)(logits).numpy()[0]
@@ -170,8 +171,9 @@ def test_the_heatmap_loss_trainer_adds_the_heatmap_loss_while_training_only():
 
 
 def test_near_the_edge_the_heatmap_target_moves_inwards_as_documented():
-    out = [float(models.SoftArgmax2D()(gaussian_logits([(x, 47.5)]))[0, 0]) for x in (10.0, 6.0)]
-    assert out[0] - 10.0 == pytest.approx(0.04, abs=0.005)
-    assert out[1] - 6.0 == pytest.approx(0.41, abs=0.01)
-    far = float(models.SoftArgmax2D()(gaussian_logits([(95.0 - 6.0, 47.5)]))[0, 0])
-    assert far - 89.0 == pytest.approx(-0.41, abs=0.01)  # mirrored at the other edge
+    # labels 10 and 6 px from the frame's left edge (x = -0.5), then 6 px from its right (95.5)
+    out = [float(models.SoftArgmax2D()(gaussian_logits([(x, 47.5)]))[0, 0]) for x in (9.5, 5.5)]
+    assert out[0] - 9.5 == pytest.approx(0.06, abs=0.005)
+    assert out[1] - 5.5 == pytest.approx(0.5, abs=0.02)
+    far = float(models.SoftArgmax2D()(gaussian_logits([(95.5 - 6.0, 47.5)]))[0, 0])
+    assert far - 89.5 == pytest.approx(-0.5, abs=0.02)  # mirrored at the other edge
