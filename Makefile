@@ -57,13 +57,13 @@ browser: $(STAMP) chromium
 
 # Debian's chromium for the browser test: installed under CI (root, apt), else say how.
 chromium:
-	@[ -n "$$FKP_CHROMIUM" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	@[ -n "$$FKP_CHROMIUM" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || { \
 		if [ -n "$$CI" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "make: installing Debian's chromium for the browser test"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 				>/dev/null; \
 		fi; }
-	@[ -n "$$FKP_CHROMIUM" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	@[ -n "$$FKP_CHROMIUM" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || { \
 		echo "make: the browser test needs Chromium: 'apt-get install chromium' (Debian/Ubuntu),"; \
 		echo "or set FKP_CHROMIUM=/path/to/chrome; without it 'make browser' skips, CI fails."; \
 		[ -z "$$CI" ]; }

@@ -9,7 +9,8 @@ the cost of augmenting:
 * ``numpy``: :func:`fkp_helpers.augment.augment_batch` over the same batches in a Python loop.
 
 Data: ``$FKP_DATA_DIR``, else the stand-in at ``../shared/data/fkd-standin`` beside the repository,
-else the synthetic set. Each figure is the median of ``FKP_BENCH_REPEATS`` passes (default 3)
+else wherever the loaders look (``data/``, a Kaggle notebook's input), else the synthetic set; the
+output names the data used. Each figure is the median of ``FKP_BENCH_REPEATS`` passes (default 3)
 after one warm-up pass. Target: at least 3000 augmented images per second (wall clock).
 ``*_per_cpu_s`` divides by the process's CPU time instead: on a machine shared with other work
 (see the load average printed) it says what the code costs, where the wall figure says what it

@@ -115,6 +115,8 @@ def _find_data(tmp: Path) -> tuple[Path, str]:
     from fkp_helpers import data, synthetic
 
     env = os.environ.get("FKP_DATA_DIR")
+    if env and not Path(env).is_dir():  # never fall back silently from a folder that was named
+        raise SystemExit(f"bench_load: FKP_DATA_DIR={env} is not a folder")
     for d in [Path(env)] if env else [STANDIN]:
         if d.is_dir():
             src = data.find_file(data.TRAINING_NAMES, d)

@@ -143,7 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
         "laid out over the epochs that fit on this machine",
     )
     length.add_argument(
-        "--epochs", type=int, default=None, help="exactly this many epochs, no budget (repeatable)"
+        "--epochs",
+        type=int,
+        default=None,
+        help="exactly this many epochs, no budget (repeatable from CPU to CPU; "
+        "a GPU trains larger batches)",
     )
     t.add_argument(
         "--precision",
@@ -161,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--flip",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="average with the mirrored face's prediction (default: what the training run chose)",
+        help="average with the mirrored face's prediction (default: what the training run chose; "
+        "--no-flip: one look, without the second look)",
     )
     s.add_argument(
         "--second-look",
@@ -208,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (FKPDataError, FileNotFoundError, ValueError) as e:
+    except (FKPDataError, OSError, ValueError) as e:  # OSError: a missing file, a folder, ...
         print(f"fkp: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

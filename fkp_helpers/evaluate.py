@@ -59,6 +59,7 @@ def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(
             f"y_true and y_pred must both have shape (N, 30); got {t.shape} and {p.shape}"
         )
+    K.check_predictions(t, p)
     return t, p
 
 
@@ -642,8 +643,10 @@ def check_submission_format(
     submission: str | os.PathLike | pd.DataFrame, sample: str | os.PathLike | pd.DataFrame
 ) -> pd.DataFrame:
     """Check a submission against Kaggle's ``SampleSubmission.csv``: same two columns, the same
-    RowIds exactly once each, a finite number in every Location, and every value inside the
-    96x96 frame, :data:`keypoints.LABEL_RANGE` (what a label may be). Returns the submission as read; raises FKPDataError with the first problem."""
+    RowIds exactly once each, a finite number in every Location, and every value within
+    :data:`keypoints.LABEL_RANGE`: the 96x96 frame and the half pixel beyond its edges that a
+    label may reach. Returns the submission as read; raises FKPDataError with the first
+    problem."""
     sub_name = "submission" if isinstance(submission, pd.DataFrame) else Path(submission).name
     ref_name = (
         fdata.SAMPLE_SUBMISSION_NAME if isinstance(sample, pd.DataFrame) else Path(sample).name
@@ -657,7 +660,7 @@ def check_submission_format(
         r = int(np.flatnonzero(out.to_numpy())[0])
         raise fdata.FKPDataError(
             f"{fdata.where(sub_name, r + 1, 'Location')}: {sub['Location'].iloc[r]} lies outside "
-            f"the 96x96 frame ({low:g} to {high:g} px)"
+            f"the 96x96 frame and its half-pixel margin ({low:g} to {high:g} px)"
         )
     return sub
 

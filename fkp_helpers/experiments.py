@@ -29,6 +29,7 @@ from fkp_helpers.training import (
     predict_as_chosen,
     predict_keypoints,
     profile_rows,
+    read_metrics,
     self_train,
     train_model,
 )
@@ -442,17 +443,16 @@ def submit_cli(
     By default the faces are predicted the way the training run chose on its validation faces
     (``flip_average``, ``second_look`` and ``offset`` in the metrics.json beside the model;
     without one: flip-averaged, no second look, no offset); ``flip_average``, ``second_look`` or
-    ``offset`` (booleans) override that choice. The second look is always flip-averaged; the
+    ``offset`` (booleans) override that choice. The second look is always flip-averaged, so
+    ``flip_average=False`` alone means one look, and with ``second_look=True`` it is an error; the
     offset is the run's ``label_offset`` (measured on its training faces) and needs a
     flip-averaged look and a metrics.json that holds it.
     """
     from fkp_helpers import models
 
     model_path = Path(model_path)
-    if not model_path.is_file():
-        raise FileNotFoundError(f"{model_path}: no such model file (train one with `fkp train`)")
     mfile = model_path.parent / "metrics.json"
-    chosen = json.loads(mfile.read_text()) if mfile.exists() else {}
+    chosen = read_metrics(model_path)
     choice = {
         "flip_average": bool(chosen.get("flip_average", True)),
         "second_look": bool(chosen.get("second_look", False)),
@@ -460,19 +460,25 @@ def submit_cli(
     }
     if flip_average is not None:
         choice["flip_average"] = bool(flip_average)
+        if not flip_average and second_look is None:
+            choice["second_look"] = False  # --no-flip: one look (the second look is flip-averaged)
     if second_look is not None:
         choice["second_look"] = bool(second_look)
+    if choice["second_look"] and flip_average is False:
+        raise ValueError("the second look is flip-averaged: use --second-look without --no-flip")
     if offset is not None:
         choice["offset"] = bool(offset)
     if choice["offset"]:  # with one look, chosen_look and predict_as_chosen leave it out
+        if not mfile.is_file():
+            raise ValueError(f"{mfile}: no such file, so no label offset to subtract")
         if "label_offset" not in chosen:
             raise ValueError(f"{mfile}: no label_offset to subtract (a run saved before it)")
         if offset and not (choice["flip_average"] or choice["second_look"]):
             raise ValueError("the labels' offset is measured flip-averaged: use it with --flip")
         choice["label_offset"] = chosen["label_offset"]
+    model = models.load_model(model_path)
     test = fdata.load_test(data_dir)
     lookup = fdata.load_lookup(data_dir)
-    model = models.load_model(model_path)
     pred = predict_as_chosen(model, test.images, choice)
     table = fdata.write_submission(pred, lookup, out, image_ids=test.image_ids)
     print(

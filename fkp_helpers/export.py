@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import inspect
 import json
 import os
@@ -45,6 +46,8 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "keypoints"
 AGREEMENT_TOLERANCE_PX = 0.01
 """The exported model must agree with the Keras float32 model to this many pixels."""
+EXPORT_PACKAGES = ("tf2onnx", "onnx", "onnxruntime")
+"""What ``fkp export`` needs beyond TensorFlow (the ``export`` extra of pyproject.toml)."""
 
 # ---------------------------------------------------------------------------------------------
 # The book's reference model: the one place that knows where it comes from
@@ -278,19 +281,17 @@ def export(
     :func:`sample_faces`; raises ValueError beyond :data:`AGREEMENT_TOLERANCE_PX`) and time one
     face. Returns the JSON written."""
     from fkp_helpers import models
+    from fkp_helpers.training import read_metrics
 
     model_path, out_dir = Path(model_path), Path(out_dir)
-    if not model_path.is_file():
-        raise FileNotFoundError(
-            f"{model_path}: no such model file (train one with `fkp train --out DIR`, then pass "
-            "--model DIR/model.keras)"
+    missing = [m for m in EXPORT_PACKAGES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(
+            f"fkp export needs {', '.join(missing)}: pip install 'fkp-helpers[export]' (the "
+            "course's requirements.txt installs them)"
         )
-    try:
-        model = models.load_model(model_path)
-    except Exception as e:  # not a Keras model: one clear line
-        raise ValueError(f"{model_path}: not a Keras model saved by `fkp train` ({e})") from e
-    metrics_file = model_path.parent / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    model = models.load_model(model_path)
+    metrics = read_metrics(model_path)
     onnx_path = export_onnx(model, out_dir / MODEL_FILE)
     info = model_info(metrics)
     measured = {

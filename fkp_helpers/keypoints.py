@@ -286,7 +286,8 @@ def head_tilt_deg(keypoints) -> np.ndarray:
 def mean_shape(keypoints) -> np.ndarray:
     """The average face: each column's mean over its labelled rows, float32 ``(30,)`` pixels.
 
-    A column with no label at all gives NaN, without a warning; every masked metric skips it.
+    A column with no label at all gives NaN, without a warning: it has no mean to predict, and a
+    masked metric refuses it where that column is labelled (:func:`check_predictions`).
     """
     k = np.asarray(keypoints, np.float64)
     n = np.sum(~np.isnan(k), axis=0)
@@ -294,10 +295,29 @@ def mean_shape(keypoints) -> np.ndarray:
     return np.where(n > 0, total / np.maximum(n, 1), np.nan).astype(np.float32)
 
 
+def check_predictions(y_true, y_pred) -> None:
+    """Raise ValueError when a prediction is NaN or infinite where its label is given.
+
+    The masked metrics skip the coordinates a face leaves unlabelled, never a model's missing
+    answer: a NaN prediction (a diverged network, a bad file) must not shrink the count it is
+    averaged over. ``y_pred`` may be one row, used for every face. The message names the first
+    such row (0-based among the rows given) and its column."""
+    t, p = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    bad = ~np.isfinite(p) & ~np.isnan(t)
+    if bad.any():
+        where = np.argwhere(np.atleast_2d(bad))[0]
+        raise ValueError(
+            f"{int(bad.sum())} prediction(s) not finite where a label is given (first: row "
+            f"{where[0]}, column {KEYPOINT_COLUMNS[where[1]]})"
+        )
+
+
 def masked_rmse(y_true, y_pred, axis=None):
     """Root mean squared error in pixels over the labelled coordinates (NaN in ``y_true``
-    skipped): Kaggle's metric. ``axis=None``: one float; ``axis=0``: per column. NaN where
-    nothing is labelled."""
+    skipped; a prediction that is not finite where a label is given raises ValueError,
+    :func:`check_predictions`): Kaggle's metric. ``axis=None``: one float; ``axis=0``: per
+    column. NaN where nothing is labelled."""
+    check_predictions(y_true, y_pred)
     err = np.square(np.asarray(y_pred, np.float64) - np.asarray(y_true, np.float64))
     n = np.sum(~np.isnan(err), axis=axis)
     total = np.nansum(err, axis=axis)
@@ -316,6 +336,7 @@ def mean_offset(y_true, y_pred) -> np.ndarray:
     minimises its squared error. Measured on the training faces, it is
     chapter 6's labels' offset, what flip averaging cannot learn because
     the labels are not exactly mirror-symmetric."""
+    check_predictions(y_true, y_pred)
     err = np.asarray(y_pred, np.float64) - np.asarray(y_true, np.float64)
     n = np.sum(~np.isnan(err), axis=0)  # labelled rows per coordinate
     total = np.nansum(err, axis=0)
@@ -325,6 +346,7 @@ def mean_offset(y_true, y_pred) -> np.ndarray:
 
 def per_keypoint_rmse(y_true, y_pred) -> dict[str, float]:
     """RMSE in pixels of each keypoint (x and y pooled), by name; NaN where none is labelled."""
+    check_predictions(y_true, y_pred)
     err = np.square(np.asarray(y_pred, np.float64) - np.asarray(y_true, np.float64))
     out = {}
     for k, name in enumerate(KEYPOINT_NAMES):

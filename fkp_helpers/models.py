@@ -317,5 +317,19 @@ def heatmap_model(model: keras.Model) -> keras.Model:
 
 
 def load_model(path) -> keras.Model:
-    """Load a saved ``model.keras`` (custom layers, loss and metric are registered here)."""
-    return keras.models.load_model(path, compile=False)
+    """Load a saved ``model.keras`` (custom layers, loss and metric are registered here).
+
+    Raises FileNotFoundError when there is no such file and ValueError, naming the file, when it
+    is not a Keras model: one line the ``fkp`` commands print without a traceback."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no such model file (train one with `fkp train --out DIR`, then pass "
+            "--model DIR/model.keras)"
+        )
+    try:
+        return keras.models.load_model(str(path), compile=False)
+    except Exception as e:  # a zip without a model, a truncated file, another format
+        raise ValueError(f"{path}: not a Keras model saved by `fkp train` ({e})") from e

@@ -817,11 +817,9 @@ def predict_cli(
     photo_path, model_path = Path(photo_path), Path(model_path)
     photo = read_photo(photo_path)
     check_size(photo, photo_path.name)
-    if not model_path.is_file():
-        raise FileNotFoundError(
-            f"{model_path}: no such model file (train one with `fkp train --out DIR`, then "
-            "pass --model DIR/model.keras)"
-        )
+    from fkp_helpers import models
+
+    model = models.load_model(model_path)
     boxes = detect_faces(photo)
     if len(boxes) == 0:
         h, w = photo.shape[:2]
@@ -830,12 +828,6 @@ def predict_cli(
             f"upright, roughly frontal faces at least {MIN_FACE_FRACTION:.0%} of the photo's "
             "shorter side; try a closer crop or a better-lit, frontal photo"
         )
-    from fkp_helpers import models
-
-    try:
-        model = models.load_model(model_path)
-    except Exception as e:  # a file that is not a Keras model: one clear line, no traceback
-        raise ValueError(f"{model_path}: not a Keras model saved by `fkp train` ({e})") from e
     faces = predict_faces(model, photo, flip_average=flip_average, refine=refine, boxes=boxes)
     if out is not None:
         from PIL import Image

@@ -60,6 +60,22 @@ class Profile:
     minutes: float | None = None  # a wall-time budget: the schedule is fitted to it, see below
 
 
+def read_metrics(model_path) -> dict:
+    """The ``metrics.json`` that ``fkp train`` saves beside ``model_path`` (its choice of looks,
+    its label offset, its scores); ``{}`` when there is none. Raises ValueError naming the file
+    when it is not a JSON object."""
+    mfile = Path(model_path).parent / "metrics.json"
+    if not mfile.is_file():
+        return {}
+    try:
+        metrics = json.loads(mfile.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{mfile}: not the metrics.json of a run ({e})") from e
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{mfile}: not the metrics.json of a run (not a JSON object)")
+    return metrics
+
+
 def profile_rows(idx, max_rows: int | None, seed: int = DEFAULT_SEED) -> np.ndarray:
     """The rows ``idx`` a run uses: all of them, or (the quick profile's ``max_train_rows`` and
     ``max_val_rows``) ``max_rows`` of them, sorted, drawn by a generator of ``seed`` alone. So

@@ -143,6 +143,14 @@ def test_missing_or_foreign_files_are_clear_errors(tmp_path, capsys):
     assert "no such model file" in capsys.readouterr().err
 
 
+def test_export_without_its_packages_says_which_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(export, "EXPORT_PACKAGES", ("onnx", "fkp_no_such_package"))
+    rc = cli.main(["export", "--model", str(tmp_path / "model.keras"), "--out", str(tmp_path)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "fkp export needs fkp_no_such_package: pip install 'fkp-helpers[export]'" in err
+
+
 def test_export_cached_reuses_an_unchanged_model(mixed_model_path, tmp_path, monkeypatch):
     monkeypatch.setenv("FKP_CACHE_DIR", str(tmp_path / "cache"))
     calls = []

@@ -189,3 +189,19 @@ def test_the_package_has_no_import_cycle():
 
     for m in graph:
         visit(m, [])
+
+
+def test_a_missing_prediction_is_an_error_not_a_skipped_coordinate():
+    """NaN labels are skipped; a NaN or infinite prediction where a label is given is not."""
+    y = np.full((3, 30), 40.0)
+    y[1, 4:6] = np.nan  # unlabelled: a NaN prediction there is fine
+    pred = y + 1.0
+    pred[1, 4:6] = np.nan
+    assert K.masked_rmse(y, pred) == pytest.approx(1.0)
+    pred[2, 3] = np.nan
+    for metric in (K.masked_rmse, K.mean_offset, K.per_keypoint_rmse):
+        with pytest.raises(ValueError, match=r"row 2, column right_eye_center_y"):
+            metric(y, pred)
+    pred[2, 3] = np.inf
+    with pytest.raises(ValueError, match="1 prediction"):
+        K.masked_rmse(y, pred)

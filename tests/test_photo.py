@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from fkp_helpers import data, experiments, photo
+from fkp_helpers import augment, data, experiments, photo
 
 MARKS = photo.PORTRAIT_MARKS
 
@@ -253,7 +253,8 @@ def test_a_crop_beyond_the_photo_edge_repeats_the_edge():
 def test_the_portraits_eyes_land_near_kaggles_mean_eyes(portrait):
     """The placement measured on training faces puts a real face where the model expects it:
     the hand-marked eyes of the portrait are centred within a few pixels of Kaggle's mean eyes,
-    at a scale within the model's zoom augmentation (0.82-1.22). (This face is wide for its box:
+    at a scale within chapter 4's zoom range (``AugmentConfig().scale``), though beyond the
+    training's milder one, which is what the second look is for. (This face is wide for its box:
     its eye distance is at the 98th percentile of the stand-in's, in box widths.)"""
     box = photo.detect_faces(portrait)[0]
     crop = photo.crop_square(box)
@@ -263,7 +264,8 @@ def test_the_portraits_eyes_land_near_kaggles_mean_eyes(portrait):
     kaggle = np.array([photo.EYES_96["left_eye_center"], photo.EYES_96["right_eye_center"]])
     assert np.abs(eyes.mean(axis=0) - kaggle.mean(axis=0)).max() < 4.0
     iod, kaggle_iod = np.linalg.norm(eyes[0] - eyes[1]), np.linalg.norm(kaggle[0] - kaggle[1])
-    assert 0.82 < iod / kaggle_iod < 1.25
+    low, high = augment.AugmentConfig().scale
+    assert low < iod / kaggle_iod < high
 
 
 def test_haar_placement_finds_the_frame_of_faces_cut_from_the_portrait(portrait):
@@ -414,7 +416,7 @@ def test_eye_alignment_puts_the_eyes_on_kaggles_mean_eyes():
     assert photo.align_face(np.zeros((300, 300, 3), np.uint8), k, size=128).shape == (128, 128, 3)
 
 
-def test_one_face_is_predicted_well_under_50_ms_on_a_cpu():
+def test_one_face_is_predicted_in_well_under_150_ms_on_a_cpu():
     """The course's full-size network (untrained: speed does not depend on the weights)."""
     from fkp_helpers import models
 
@@ -428,18 +430,23 @@ def test_one_face_is_predicted_well_under_50_ms_on_a_cpu():
 
 
 def _trained_model_path() -> Path | None:
+    """``$FKP_MODEL``, else the newest full reference run in the runs folder in force (the tests'
+    own cache, unless ``$FKP_RUNS_DIR`` names the one `make book` fills)."""
     env = os.environ.get("FKP_MODEL")
     if env:
         return Path(env)
-    runs = sorted(experiments.runs_dir().glob("reference-full-*/model.keras"))
-    return runs[-1] if runs else None
+    runs = list(experiments.runs_dir().glob("reference-full-*/model.keras"))
+    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
 
 
 @pytest.mark.slow
 def test_a_trained_model_finds_the_hand_marked_points_of_the_portrait(portrait):
     path = _trained_model_path()
     if path is None or not path.is_file():
-        pytest.skip("no trained model: set FKP_MODEL or make the full reference run (make book)")
+        pytest.skip(
+            "no trained model: set FKP_MODEL to a model.keras (`make book` on real data saves one "
+            "under ~/.cache/fkp/runs/reference-full-*)"
+        )
     from fkp_helpers import models
 
     faces = photo.predict_faces(models.load_model(path), portrait)

@@ -406,6 +406,19 @@ def test_fkp_train_and_submit_from_the_command_line(tmp_path, synthetic_dir, cap
     )
     np.testing.assert_allclose(pd.read_csv(shifted).Location, expected.Location, atol=1e-3)
     assert np.abs(pd.read_csv(shifted).Location - pd.read_csv(again).Location).max() > 1e-3
+    # --no-flip is one look, whatever the run chose (its second look is flip-averaged)
+    metrics = {**m, "flip_average": True, "second_look": True, "offset": True}
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    single = tmp_path / "single.csv"
+    assert cli.main([*args, "--out", str(single), "--no-flip"]) == 0
+    assert "(one look)" in capsys.readouterr().err
+    one_look = training.predict_keypoints(models.load_model(out / "model.keras"), test.images)
+    expected = data.write_submission(
+        one_look, data.load_lookup(synthetic_dir), tmp_path / "z.csv", image_ids=test.image_ids
+    )
+    np.testing.assert_allclose(pd.read_csv(single).Location, expected.Location, atol=1e-3)
+    assert cli.main([*args, "--out", str(single), "--no-flip", "--second-look"]) == 2
+    assert "the second look is flip-averaged" in capsys.readouterr().err
 
 
 def test_fkp_submit_without_a_model_is_a_clear_error(tmp_path, capsys, synthetic_dir):
@@ -430,6 +443,20 @@ def test_fkp_submit_offset_without_one_to_subtract_is_a_clear_error(tmp_path, ca
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     assert cli.main([*args, "--no-flip"]) == 2
     assert "use it with --flip" in capsys.readouterr().err
+    (tmp_path / "metrics.json").write_text("{not json")
+    assert cli.main(args) == 2
+    assert "metrics.json: not the metrics.json of a run" in capsys.readouterr().err
+    (tmp_path / "metrics.json").unlink()
+    assert cli.main(args) == 2
+    assert "metrics.json: no such file, so no label offset" in capsys.readouterr().err
+
+
+def test_fkp_submit_names_a_file_that_is_not_a_model(tmp_path, capsys, synthetic_dir):
+    broken = tmp_path / "model.keras"
+    broken.write_bytes(b"PK\x03\x04 not a whole zip")
+    args = ["submit", "--model", str(broken), "--data-dir", str(synthetic_dir)]
+    assert cli.main(args) == 2
+    assert f"{broken}: not a Keras model saved by `fkp train`" in capsys.readouterr().err
 
 
 def test_a_distribution_strategy_goes_through_the_same_code_path():

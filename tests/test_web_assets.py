@@ -201,6 +201,18 @@ def test_download_failures_say_what_and_leave_no_partial_file(tmp_path, monkeypa
     assert list(web_assets.cache_dir().iterdir()) == []
 
 
+def test_the_registry_is_npms_own_choice_and_needs_no_npm(tmp_path, monkeypatch):
+    for var in ("FKP_NPM_REGISTRY", "NPM_CONFIG_REGISTRY", "npm_config_registry"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(web_assets.shutil, "which", lambda name: None)  # no npm installed
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert web_assets.registry() == web_assets.DEFAULT_REGISTRY == "https://registry.npmjs.org"
+    (tmp_path / ".npmrc").write_text("registry=https://mirror.example/npm/\n")
+    assert web_assets.registry() == "https://mirror.example/npm"
+    monkeypatch.setenv("NPM_CONFIG_REGISTRY", "http://r/")
+    assert web_assets.registry() == "http://r"
+
+
 def test_tarball_urls_follow_the_registry_layout():
     pkg = {"name": "@techstark/opencv-js", "version": "4.12.0-release.1"}
     assert web_assets.tarball_url(pkg, "http://r") == (

@@ -9,8 +9,9 @@ prefix -> a target prefix) are copied out of it. Once the cache holds them, the 
 offline, and so does the built book. ``used_by`` says which step installs a package: ``demo``
 (the in-browser page, :mod:`fkp_demo`) or ``math`` (MathJax for every page, :mod:`offline_math`).
 
-The registry is the one npm uses here: ``$NPM_CONFIG_REGISTRY`` (or ``$FKP_NPM_REGISTRY``),
-else ``npm config get registry``, else a ``registry=`` line of ``~/.npmrc``.
+The registry is the one npm would use here: ``$FKP_NPM_REGISTRY`` (or
+``$NPM_CONFIG_REGISTRY``), else ``npm config get registry``, else a ``registry=`` line of
+``~/.npmrc``, else npm's own default, :data:`DEFAULT_REGISTRY` (no npm needs to be installed).
 
     python book/_ext/web_assets.py DIR [USED_BY]   # fetch (or reuse) and copy into DIR
 """
@@ -29,6 +30,8 @@ import urllib.request
 from pathlib import Path
 
 LOCK = Path(__file__).with_name("web-assets.lock.json")
+DEFAULT_REGISTRY = "https://registry.npmjs.org"
+"""npm's default registry, used when nothing here names another."""
 
 
 class WebAssetError(RuntimeError):
@@ -63,10 +66,7 @@ def registry() -> str:
             key, _, value = line.partition("=")
             if key.strip() == "registry" and value.strip().startswith("http"):
                 return value.strip().rstrip("/")
-    raise WebAssetError(
-        "cannot tell which npm registry to fetch the book's JavaScript packages from: install npm "
-        "or set NPM_CONFIG_REGISTRY to the registry's URL"
-    )
+    return DEFAULT_REGISTRY
 
 
 def tarball_name(pkg: dict) -> str:
