@@ -143,12 +143,13 @@ def selected_changes() -> dict:
             f"FKP_RECIPE_ROWS: unknown rows {unknown}; expected some of {list(CHANGES)}"
         )
     keep = {"reference", "reference, seed + 1", *names} if names else set(CHANGES)
-    left_out = [n for n in CHANGES if n in keep and _repeats_reference(CHANGES[n])]
+    kept = {n: c for n, c in CHANGES.items() if n in keep}
+    left_out = [n for n, c in kept.items() if _repeats_reference(c)]
     if left_out:  # e.g. "L1 loss" while the reference's loss is L1
         print(
             f"recipes_rows_left_out: {', '.join(left_out)} (each would train the reference again)"
         )
-    return {n: c for n, c in CHANGES.items() if n in keep and not _repeats_reference(c)}
+    return {n: c for n, c in kept.items() if n not in left_out}
 
 
 def _repeats_reference(change) -> bool:

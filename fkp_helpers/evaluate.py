@@ -43,8 +43,9 @@ MEAN_SHAPE = "mean shape"
 
 NORMALISERS: tuple[str, ...] = ("eye_centres", "outer_corners")
 """What a normalised error divides by: the distance between the eye **centres** (the book's
-NME: 7,033 of Kaggle's 7,049 training rows have both; a face without them drops out) or between the **outer eye corners** (the 300-W benchmark's
-inter-ocular NME, comparable with published tables; only rows with both corners)."""
+NME: 7,033 of Kaggle's 7,049 training rows have both; a face without them drops out) or
+between the **outer eye corners** (the 300-W benchmark's inter-ocular NME, comparable with
+published tables; only rows with both corners)."""
 
 
 def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:

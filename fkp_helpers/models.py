@@ -17,6 +17,7 @@ reaches the loss.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import keras
 from keras import layers, ops
@@ -321,8 +322,6 @@ def load_model(path) -> keras.Model:
 
     Raises FileNotFoundError when there is no such file and ValueError, naming the file, when it
     is not a Keras model: one line the ``fkp`` commands print without a traceback."""
-    from pathlib import Path
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(

@@ -145,7 +145,8 @@ def three_way_split(
     """Three parts, (train_idx, val_idx, test_idx), by the same near-duplicate groups.
 
     Validation makes every choice (the best epoch, augmentation strengths, recipes, flip
-    averaging, the second look); the test part is read once, at the end, to report what a new face gets.
+    averaging, the second look); the test part is read once, at the end, to report what a new
+    face gets.
     """
     groups = near_duplicate_groups(images, keypoints, threshold)
     fractions = (1 - val_fraction - test_fraction, val_fraction, test_fraction)

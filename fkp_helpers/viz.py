@@ -456,7 +456,7 @@ def schematic_face(ax: Axes, keypoints: np.ndarray, colour: str = "0.35") -> Non
     if not all(np.isfinite(v).all() for v in p.values()):
         raise ValueError("schematic_face needs all 15 keypoints")
     kw = dict(color=colour, lw=1.5, zorder=1)
-    eye_dist = float(eye_distance(_as_points(keypoints).reshape(-1)))
+    eye_dist = float(eye_distance(np.ravel(keypoints)))
     centre = (p["left_eye_center"] + p["right_eye_center"]) / 2
     chin = p["mouth_center_bottom_lip"][1] + 0.45 * eye_dist
     top = centre[1] - 0.95 * eye_dist
